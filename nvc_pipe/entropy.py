@@ -1,0 +1,137 @@
+"""Entropy coding with constriction: the only module that imports it.
+
+Two coders, both range coding (constriction's `stream.queue`, FIFO), 32-bit words stored little-endian:
+
+* `encode_iid` / `decode_iid`: i.i.d. integer symbols under a categorical model built from the symbols' own
+  histogram. The histogram travels in the block, quantized to at most 2**12 total counts, so encoder and
+  decoder build their model from the same integers (float64 division of integers is exact IEEE on every
+  platform: no float drift between machines).
+* `encode_laplace` / `decode_laplace`: symbols under per-symbol quantized-Laplace models (means, scales given by
+  the caller, who must make them bit-identical on both sides).
+
+Block layout of `encode_iid` (docs/bitstream.md, "categorical block"):
+    n:varint  [min:svarint  bins:varint  [freq:varint × bins  words:varint  u32 × words]]
+The symbol count `n` is checked against what the caller expects, so no length field can make us allocate more
+than the stream justifies.
+
+constriction's `Categorical` takes `perfect` explicitly (its default differs across versions; it shapes the bits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import constriction
+
+from .bitstream.fields import ByteReader, ByteWriter
+from .errors import BitstreamError
+
+FREQ_TOTAL = 1 << 12
+MAX_BINS = 1 << 16
+_PERFECT = False
+
+
+def quantized_histogram(symbols: np.ndarray, lo: int, bins: int) -> np.ndarray:
+    """Counts of `symbols - lo` over `bins` bins, scaled to about FREQ_TOTAL (nonzero bins stay >= 1)."""
+    counts = np.bincount(symbols - lo, minlength=bins).astype(np.int64)
+    n = int(counts.sum())
+    if n <= FREQ_TOTAL:
+        return counts
+    scaled = np.rint(counts * (FREQ_TOTAL / n)).astype(np.int64)
+    return np.where(counts > 0, np.maximum(scaled, 1), 0)
+
+
+def _categorical(freqs: np.ndarray):
+    probs = freqs.astype(np.float64) / float(freqs.sum())
+    return constriction.stream.model.Categorical(probs, perfect=_PERFECT)
+
+
+def encode_iid(symbols: np.ndarray, w: ByteWriter) -> None:
+    """Append a categorical block coding the integer array `symbols` (any shape, flattened)."""
+    flat = np.asarray(symbols).reshape(-1).astype(np.int64)
+    w.varint(flat.size, "symbol count")
+    if flat.size == 0:
+        return
+    lo, hi = int(flat.min()), int(flat.max())
+    bins = hi - lo + 1
+    if bins > MAX_BINS:
+        raise ValueError(f"symbol range {lo}..{hi} exceeds {MAX_BINS} bins")
+    w.svarint(lo, "min symbol")
+    w.varint(bins, "bins")
+    if bins == 1:
+        return
+    freqs = quantized_histogram(flat, lo, bins)
+    for f in freqs:
+        w.varint(int(f), "frequency")
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode((flat - lo).astype(np.int32), _categorical(freqs))
+    words = enc.get_compressed()
+    w.varint(words.size, "word count")
+    w.raw(words.astype("<u4").tobytes())
+
+
+def decode_iid(r: ByteReader, expected: int) -> np.ndarray:
+    """Read a categorical block; return `expected` int64 symbols or raise BitstreamError."""
+    n = r.varint("symbol count")
+    if n != expected:
+        raise BitstreamError(f"corrupt stream: {n} symbols where {expected} were expected")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo = r.svarint("min symbol", limit=1 << 31)
+    bins = r.varint("bins", limit=MAX_BINS)
+    if bins == 0:
+        raise BitstreamError("corrupt stream: categorical block with zero bins")
+    if bins == 1:
+        return np.full(n, lo, dtype=np.int64)
+    if bins > r.remaining:
+        raise BitstreamError("truncated stream: histogram")
+    freqs = np.array([r.varint("frequency", limit=1 << 40) for _ in range(bins)], dtype=np.int64)
+    if freqs.sum() == 0:
+        raise BitstreamError("corrupt stream: empty histogram")
+    n_words = r.varint("word count", limit=r.remaining // 4)
+    words = np.frombuffer(r.take(4 * n_words, "coded words"), dtype="<u4").astype(np.uint32)
+    try:
+        out = constriction.stream.queue.RangeDecoder(words).decode(_categorical(freqs), n)
+    except BaseException as exc:  # constriction raises pyo3 PanicException (a BaseException) on garbage
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise BitstreamError(f"corrupt stream: entropy decoding failed ({type(exc).__name__})") from None
+    out = np.asarray(out, dtype=np.int64)
+    if out.size != n or (freqs[out] == 0).any():
+        raise BitstreamError("corrupt stream: entropy decoder produced impossible symbols")
+    return out + lo
+
+
+def encode_laplace(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, lo: int, hi: int) -> bytes:
+    """Range-code int symbols in [lo, hi] under per-symbol quantized Laplace(mean, scale); returns the words."""
+    model = constriction.stream.model.QuantizedLaplace(lo, hi)
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode(np.asarray(symbols, dtype=np.int32).reshape(-1), model,
+               np.asarray(means, dtype=np.float64).reshape(-1), np.asarray(scales, dtype=np.float64).reshape(-1))
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def decode_laplace(data: bytes, means: np.ndarray, scales: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Inverse of `encode_laplace`; `means`/`scales` must be bit-identical to the encoder's."""
+    if len(data) % 4:
+        raise BitstreamError("corrupt stream: Laplace block is not whole 32-bit words")
+    model = constriction.stream.model.QuantizedLaplace(lo, hi)
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    try:
+        out = constriction.stream.queue.RangeDecoder(words).decode(
+            model, np.asarray(means, dtype=np.float64).reshape(-1), np.asarray(scales, dtype=np.float64).reshape(-1))
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise BitstreamError(f"corrupt stream: Laplace decoding failed ({type(exc).__name__})") from None
+    return np.asarray(out, dtype=np.int64)
+
+
+def empirical_entropy_bits(symbols: np.ndarray) -> float:
+    """Total information content of `symbols` under their own exact histogram (the coder's lower bound)."""
+    flat = np.asarray(symbols).reshape(-1)
+    if flat.size == 0:
+        return 0.0
+    _, counts = np.unique(flat, return_counts=True)
+    p = counts / flat.size
+    return float(-(counts * np.log2(p)).sum())

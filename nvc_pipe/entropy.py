@@ -3,8 +3,8 @@
 Two coders, both range coding (constriction's `stream.queue`, FIFO), 32-bit words stored little-endian:
 
 * `encode_iid` / `decode_iid`: i.i.d. integer symbols under a categorical model built from the symbols' own
-  histogram. The histogram travels in the block, quantized to at most 2**12 total counts, so encoder and
-  decoder build their model from the same integers (float64 division of integers is exact IEEE on every
+  histogram. The histogram travels in the block as integers (at the precision that makes the block smallest),
+  so encoder and decoder build their model from the same integers (float64 division of integers is exact IEEE on every
   platform: no float drift between machines).
 * `encode_laplace` / `decode_laplace`: symbols under per-symbol quantized-Laplace models (means, scales given by
   the caller, who must make them bit-identical on both sides).
@@ -26,19 +26,33 @@ import constriction
 from .bitstream.fields import ByteReader, ByteWriter
 from .errors import BitstreamError
 
-FREQ_TOTAL = 1 << 12
 MAX_BINS = 1 << 16
 _PERFECT = False
 
 
+def _varint_bytes(values: np.ndarray) -> np.ndarray:
+    return 1 + (np.log2(np.maximum(values, 1)) // 7).astype(np.int64)
+
+
 def quantized_histogram(symbols: np.ndarray, lo: int, bins: int) -> np.ndarray:
-    """Counts of `symbols - lo` over `bins` bins, scaled to about FREQ_TOTAL (nonzero bins stay >= 1)."""
+    """Frequencies of `symbols - lo` over `bins` bins, at the precision that minimises the block's size.
+
+    Candidates: the exact counts, and counts scaled to totals 2**4 … 2**12 (present symbols kept >= 1). Cost of a
+    candidate = its varint bytes + the symbols' information content under it; the cheapest wins (small tensors
+    get coarse histograms, large ones precise ones).
+    """
     counts = np.bincount(symbols - lo, minlength=bins).astype(np.int64)
     n = int(counts.sum())
-    if n <= FREQ_TOTAL:
-        return counts
-    scaled = np.rint(counts * (FREQ_TOTAL / n)).astype(np.int64)
-    return np.where(counts > 0, np.maximum(scaled, 1), 0)
+    present = counts > 0
+    candidates = [counts] + [np.where(present, np.maximum(np.rint(counts * (2**k / n)), 1), 0).astype(np.int64)
+                             for k in range(4, 13) if 2**k < n]
+    best, best_bits = counts, float("inf")
+    for freqs in candidates:
+        p = freqs[present] / freqs.sum()
+        bits = 8 * _varint_bytes(freqs).sum() - float((counts[present] * np.log2(p)).sum())
+        if bits < best_bits:
+            best, best_bits = freqs, bits
+    return best
 
 
 def _categorical(freqs: np.ndarray):

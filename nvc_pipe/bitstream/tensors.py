@@ -1,20 +1,23 @@
 """Tensor records: how an overfitted network's parameters are laid out inside an access unit.
 
-    tensors      = count:varint  record × count
-    record       = name:string  ndim:u8  dim:varint × ndim  kind:u8  body
+    tensors      = signature:u32  count:varint  record × count
+    record       = ndim:u8  dim:varint × ndim  kind:u8  body
     body(kind=0) = fp16 × numel                                   (biases, tiny tensors)
     body(kind=1) = bits:u8  axis:i8  scale:fp16 × n_scales  masked:u8
                    [mask: categorical block of numel 0/1 symbols]  values: categorical block
                    (one symbol per unmasked element, in C order; masked elements decode to 0)
 
-`n_scales` is the product of the shape with `axis` set to 1 (1 when axis = −1). The decoder passes the shapes
-it expects (from the architecture in the sequence header), so no dimension read from the stream sizes an
-allocation before it has been checked against them. numpy only; no torch.
+Records follow the model's parameter order; names are not stored. `signature` is the CRC32 of the model's
+parameter list ("name:d0xd1x…" joined by ";"), so a decoder building a different network refuses the payload
+instead of loading weights into the wrong places. `n_scales` is the product of the shape with `axis` set to 1
+(1 when axis = −1). The decoder passes the shapes it expects (from the architecture in the sequence header), so
+no dimension read from the stream sizes an allocation before it has been checked against them. numpy only.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,13 +60,19 @@ def _scale_count(shape: tuple[int, ...], axis: int) -> int:
     return 1 if axis < 0 else math.prod(shape) // shape[axis]
 
 
+def model_signature(shapes: list[tuple[str, tuple[int, ...]]]) -> int:
+    """CRC32 of the ordered parameter list: identifies the architecture a payload was written for."""
+    text = ";".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in shapes)
+    return zlib.crc32(text.encode("utf-8"))
+
+
 def write_tensors(records: list[TensorRecord], w: ByteWriter) -> list[dict]:
-    """Append records; return per-tensor stats (coded bits, empirical entropy bits)."""
+    """Append records (in the model's parameter order); return per-tensor stats (coded and entropy bits)."""
+    w.u32(model_signature([(r.name, r.shape) for r in records]), "model signature")
     w.varint(len(records), "tensor count")
     stats = []
     for rec in records:
         start = len(w)
-        w.string(rec.name, "tensor name")
         w.u8(len(rec.shape), "ndim")
         for d in rec.shape:
             w.varint(d, "dim")
@@ -93,20 +102,19 @@ def write_tensors(records: list[TensorRecord], w: ByteWriter) -> list[dict]:
     return stats
 
 
-def read_tensors(r: ByteReader, expected: dict[str, tuple[int, ...]]) -> dict[str, TensorRecord]:
-    """Read the records; names and shapes must equal `expected` exactly (same set, any order)."""
+def read_tensors(r: ByteReader, expected: list[tuple[str, tuple[int, ...]]]) -> dict[str, TensorRecord]:
+    """Read the records of a model whose ordered (name, shape) list is `expected`."""
+    if r.u32("model signature") != model_signature(expected):
+        raise BitstreamError("corrupt stream: payload was written for a different network architecture")
     count = r.varint("tensor count", limit=len(expected))
     if count != len(expected):
         raise BitstreamError(f"corrupt stream: {count} tensors where the model has {len(expected)}")
     out: dict[str, TensorRecord] = {}
-    for _ in range(count):
-        name = r.string("tensor name")
-        if name not in expected or name in out:
-            raise BitstreamError(f"corrupt stream: unexpected tensor {name!r}")
+    for name, want in expected:
         ndim = r.u8("ndim")
         shape = tuple(r.varint("dim", limit=1 << 31) for _ in range(ndim))
-        if shape != tuple(expected[name]):
-            raise BitstreamError(f"corrupt stream: tensor {name!r} has shape {shape}, model expects {expected[name]}")
+        if shape != tuple(want):
+            raise BitstreamError(f"corrupt stream: tensor {name!r} has shape {shape}, model expects {want}")
         numel = math.prod(shape)
         kind = r.u8("kind")
         if kind == KIND_FP16:

@@ -1,0 +1,46 @@
+# nvc-pipe developer commands. `make help` lists them.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SAMPLE  := samples/bunny_256x144.mp4
+
+.PHONY: help install ffmpeg demo test test-fast lint fuzz bench-gpu clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: $(VENV)/.installed ## create .venv and install nvc-pipe (editable) with test extras
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	# torch 2.13.0 is a local CPU wheel on our machines (seconds); elsewhere fall back to what pip resolves.
+	$(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q torch
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+ffmpeg: ## install Debian's ffmpeg/ffprobe when missing (the tests drive the real binaries)
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
+	  ($(SUDO) apt-get install -y -q ffmpeg >/dev/null 2>&1 || \
+	   ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q ffmpeg >/dev/null))
+
+demo: install ffmpeg ## encode + decode the sample clip with the default preset, print PSNR and bpp
+	@mkdir -p out
+	$(BIN)/nvc encode $(SAMPLE) -o out/demo.mkv -y
+	$(BIN)/nvc decode out/demo.mkv -o out/demo.mp4 -y --ref $(SAMPLE)
+	@$(BIN)/nvc info out/demo.mkv
+
+test: install ffmpeg ## run the test suite (CPU, a few minutes)
+	$(BIN)/python -m pytest -q
+
+test-fast: install ffmpeg ## the suite without tests marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install ## ruff, if installed
+	$(BIN)/python -m ruff check nvc_pipe plugins tests || true
+
+bench-gpu: ## GPU benchmark table (run on the GPU machine; see docs/perf.md)
+	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) -m nvc_pipe.bench
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf out build dist *.egg-info .pytest_cache

@@ -1,0 +1,5 @@
+"""`python -m nvc_pipe` is the `nvc` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""The library API behind the CLI: encode a file, decode a file, iterate decoded frames, inspect a stream.
+
+    encode_file: demux → per segment: codec stages → AU → (decode it back: measured quality) → stream → MKV/.nvc
+    decode_file: MKV/.nvc → sequence header → per AU: plugin.decode_segment → integer RGB → sink
+
+Reports are plain dicts (JSON-able). Nothing here prints; errors are `NvcError`s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from fractions import Fraction
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from . import __version__
+from .bitstream.spec import (MAGIC, AccessUnit, SequenceHeader, check_access_unit, pack_stream_header,
+                             parse_stream_header, split_access_units)
+from .errors import BitstreamError, ConfigError, InputError
+from .media.clip import VideoInfo, yuv_planes
+from .media.demux import RawOptions, open_video
+from .media.mux import Packet, atomic_output, read_mkv, write_mkv
+from .media.sink import open_sink
+from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
+from .pipeline import Work, run_stages
+from .plugins import VideoCodec, load_codec
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA GPU is available (use --device cpu or auto)")
+        return torch.device(device)
+    raise ConfigError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)")
+
+
+def resolve_preset(codec: VideoCodec, preset: str | None, overrides: dict | None = None):
+    """Preset by name, then training overrides (`epochs`, `seed`, … fields of TrainConfig)."""
+    name = preset or codec.default_preset
+    if name not in codec.presets:
+        raise ConfigError(f"unknown preset {name!r} for {codec.name} (available: {', '.join(codec.presets)})")
+    cfg = codec.presets[name]
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not overrides:
+        return cfg
+    train = cfg.train
+    fields = {f.name for f in dataclasses.fields(train)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    if "epochs" in overrides:
+        # keep the preset's proportions for warm-up, pruning and QAT unless given explicitly
+        ratio = overrides["epochs"] / max(train.epochs, 1)
+        for key in ("warmup_epochs", "prune_epochs", "qat_epochs"):
+            if key not in overrides and getattr(train, key) > 0:
+                overrides[key] = max(1 if key != "warmup_epochs" else 0, round(getattr(train, key) * ratio))
+    for key, value in overrides.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    return dataclasses.replace(cfg, train=dataclasses.replace(train, **overrides))
+
+
+def _integer(frame: torch.Tensor, max_value: int) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] → uint8 / uint16 samples."""
+    q = torch.round(frame.float().clamp(0, 1) * max_value).to(torch.int32).cpu().numpy()
+    return q.astype(np.uint8 if max_value == 255 else np.uint16)
+
+
+def render_access_unit(codec: VideoCodec, config, width: int, height: int, au: AccessUnit, max_value: int,
+                       device: torch.device) -> Iterator[np.ndarray]:
+    """Integer RGB frames of one access unit: exactly what `nvc decode` outputs."""
+    for frame in codec.decode_segment(au.payload, config, au.frame_count, height, width, device):
+        yield _integer(frame, max_value)
+
+
+class _Quality:
+    """Accumulates per-frame PSNR (RGB, YUV 6:1:1) and MS-SSIM against reference frames."""
+
+    def __init__(self, info: VideoInfo) -> None:
+        self.info, self.rgb, self.yuv, self.ssim = info, [], [], []
+
+    def add(self, decoded: np.ndarray, reference: np.ndarray) -> None:
+        m = self.info.max_value
+        self.rgb.append(frame_psnr(decoded, reference, m))
+        self.yuv.append(psnr_yuv611(yuv_planes(decoded, self.info), yuv_planes(reference, self.info),
+                                    (1 << self.info.bit_depth) - 1))
+        if min(decoded.shape[:2]) >= 11:
+            x = torch.from_numpy(decoded.astype(np.float32) / m)[None]
+            y = torch.from_numpy(reference.astype(np.float32) / m)[None]
+            self.ssim.append(float(ms_ssim(x, y)[0]))
+
+    def summary(self) -> dict:
+        mean = lambda v: round(sum(v) / len(v), 4) if v else None  # noqa: E731
+        return {"psnr_rgb_db": mean(self.rgb), "psnr_yuv_db": mean(self.yuv), "ms_ssim": mean(self.ssim)}
+
+
+def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", preset: str | None = None,
+                overrides: dict | None = None, device: str = "auto", raw: RawOptions | None = None,
+                segment_frames: int | None = None, container: str | None = None, progress: bool = True) -> dict:
+    """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name)."""
+    plugin = load_codec(codec)
+    cfg = resolve_preset(plugin, preset, overrides)
+    dev = resolve_device(device)
+    container = container or ("nvc" if output_path.endswith(".nvc") else "mkv")
+    if container not in ("mkv", "nvc"):
+        raise ConfigError(f"unknown output format {container!r} (mkv or nvc)")
+    if segment_frames is not None and segment_frames <= 0:
+        raise ConfigError("--segment-frames must be positive")
+    t_start = time.perf_counter()
+    aus, pts, segments = [], [], []
+    with open_video(input_path, raw) as src:
+        info = src.info
+        quality = _Quality(info)
+        for seg in src.segments(segment_frames):
+            work = run_stages(plugin.stages(cfg), Work(seg, info, cfg, dev, progress))
+            au = AccessUnit(seg.index, seg.start, seg.rgb.shape[0], work.payload)
+            au_bytes = au.to_bytes()
+            # Measure what the decoder will really produce: parse the AU bytes back and render them.
+            decoded = AccessUnit.from_bytes(au_bytes)
+            model_cfg = plugin.config_from_dict(plugin.config_to_dict(cfg))
+            for k, frame in enumerate(render_access_unit(plugin, model_cfg, info.width, info.height, decoded,
+                                                         info.max_value, dev)):
+                quality.add(frame, seg.rgb[k])
+            aus.append(au_bytes)
+            pts.extend(int(p) for p in seg.pts)
+            segments.append({"index": seg.index, "first_frame": seg.start, "frames": au.frame_count,
+                             "bytes": len(au_bytes), **work.report})
+            del work
+        source_path = src.path
+    if not aus:
+        raise InputError(f"no video frames in {input_path}")
+    seq = SequenceHeader(info.width, info.height, info.pix_fmt, info.color_range, info.colorspace, info.fps,
+                         info.time_base, len(pts), len(aus), tuple(pts), plugin.name, plugin.payload_version,
+                         plugin.config_to_dict(cfg))
+    header = pack_stream_header(seq)
+    stream_bytes = len(header) + sum(len(a) for a in aus)
+    if container == "nvc":
+        with atomic_output(output_path) as tmp, open(tmp, "wb") as f:
+            f.write(header)
+            for a in aus:
+                f.write(a)
+    else:
+        packets = [Packet(a, pts[s["first_frame"]], _segment_duration(pts, s, info)) for a, s in zip(aus, segments)]
+        tags = {"NVC_CODEC": plugin.name, "NVC_VERSION": __version__, "title": f"nvc-pipe {plugin.name} stream"}
+        write_mkv(output_path, header, packets, info, tags, copy_from=source_path)
+    file_bytes = _file_size(output_path)
+    n = len(pts)
+    return {
+        "input": input_path, "output": output_path, "container": container, "codec": plugin.name,
+        "preset": preset or plugin.default_preset, "device": str(dev), "frames": n, "width": info.width,
+        "height": info.height, "pix_fmt": info.pix_fmt, "fps": str(info.fps), "stream_bytes": stream_bytes,
+        "file_bytes": file_bytes, "bpp": round(bpp(stream_bytes, n, info.width, info.height), 6),
+        "bpp_file": round(bpp(file_bytes, n, info.width, info.height), 6), **quality.summary(),
+        "time_s": round(time.perf_counter() - t_start, 2), "segments": segments,
+        "config": {"model": plugin.config_to_dict(cfg), "train": dataclasses.asdict(cfg.train)},
+    }
+
+
+def _segment_duration(pts: list[int], segment: dict, info: VideoInfo) -> int:
+    """Duration of a segment in time_base units (to the next segment's first pts, or one frame past its last)."""
+    first = segment["first_frame"]
+    last = first + segment["frames"]
+    frame_dur = max(1, round(1 / (info.fps * info.time_base)))
+    end = pts[last] if last < len(pts) else pts[last - 1] + frame_dur
+    return max(1, end - pts[first])
+
+
+def _file_size(path: str) -> int:
+    return os.path.getsize(path)
+
+
+def read_stream(path: str) -> tuple[SequenceHeader, list[bytes], str]:
+    """Sequence header and AU bytes of an MKV or bare NVC file (sniffed by content, not by name)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if head == MAGIC:
+        with open(path, "rb") as f:
+            data = f.read()
+        seq, rest = parse_stream_header(data)
+        return seq, list(split_access_units(rest)), "nvc"
+    header, _tags, packets = read_mkv(path)
+    seq, rest = parse_stream_header(header)
+    if rest:
+        raise BitstreamError("corrupt stream: unexpected bytes after the sequence header")
+    return seq, [p.payload for p in packets], "mkv"
+
+
+def _info_from_header(seq: SequenceHeader) -> VideoInfo:
+    try:
+        return VideoInfo(seq.width, seq.height, seq.pix_fmt, seq.fps, seq.time_base, seq.color_range,
+                         seq.colorspace)
+    except (ValueError, KeyError) as exc:
+        raise BitstreamError(f"corrupt sequence header: {exc}") from None
+
+
+def _open_decoder(seq: SequenceHeader):
+    codec = load_codec_for_stream(seq)
+    return codec, codec.config_from_dict(seq.codec_config)
+
+
+def load_codec_for_stream(seq: SequenceHeader) -> VideoCodec:
+    try:
+        codec = load_codec(seq.codec)
+    except ConfigError:
+        raise BitstreamError(f"stream needs codec plugin {seq.codec!r}, which is not installed") from None
+    if seq.payload_version != codec.payload_version:
+        raise BitstreamError(f"{seq.codec} payload version {seq.payload_version} is not supported "
+                             f"(plugin reads {codec.payload_version})")
+    return codec
+
+
+def iter_decoded(seq: SequenceHeader, aus: list[bytes], device: torch.device) -> Iterator[tuple[np.ndarray, int]]:
+    """(integer RGB frame, pts) for every frame, segment by segment (one segment's model in memory at a time)."""
+    codec, config = _open_decoder(seq)
+    info = _info_from_header(seq)
+    if len(aus) != seq.segment_count:
+        raise BitstreamError(f"stream has {len(aus)} access units, header declares {seq.segment_count}")
+    produced = 0
+    for i, raw_au in enumerate(aus):
+        au = AccessUnit.from_bytes(raw_au)
+        check_access_unit(au, seq, i)
+        if au.first_frame != produced:
+            raise BitstreamError(f"corrupt stream: access unit {i} starts at frame {au.first_frame}, "
+                                 f"expected {produced}")
+        for k, frame in enumerate(render_access_unit(codec, config, seq.width, seq.height, au, info.max_value,
+                                                     device)):
+            yield frame, seq.pts[au.first_frame + k]
+        produced += au.frame_count
+    if produced != seq.frame_count:
+        raise BitstreamError(f"stream ends after {produced} of {seq.frame_count} frames")
+
+
+def decode_frames(path: str, device: str = "auto") -> Iterator[np.ndarray]:
+    """Decoded integer RGB frames (H, W, 3) of an MKV/NVC file, in display order."""
+    seq, aus, _ = read_stream(path)
+    for frame, _pts in iter_decoded(seq, aus, resolve_device(device)):
+        yield frame
+
+
+def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
+                codec_options: dict | None = None, pix_fmt: str | None = None, device: str = "auto",
+                reference: str | None = None, raw: RawOptions | None = None) -> dict:
+    """Decode to `output_path` ('-' = y4m on stdout); with `reference`, measure quality against it."""
+    dev = resolve_device(device)
+    seq, aus, container = read_stream(input_path)
+    info = _info_from_header(seq)
+    t0 = time.perf_counter()
+    quality = _Quality(info) if reference else None
+    ref_frames = None
+    ref_src = open_video(reference, raw) if reference else None
+    try:
+        if ref_src is not None:
+            ref_frames = ref_src.frames()
+        sink = open_sink(output_path, info, vcodec=vcodec, codec_options=codec_options, pix_fmt=pix_fmt,
+                         audio_from=input_path if container == "mkv" else None)
+        with sink:
+            n = 0
+            for frame, pts in iter_decoded(seq, aus, dev):
+                sink.write(frame, pts)
+                if ref_frames is not None:
+                    ref = next(ref_frames, None)
+                    if ref is None:
+                        raise InputError(f"reference {reference} has fewer frames than the stream")
+                    quality.add(frame, ref[0])
+                n += 1
+    finally:
+        if ref_src is not None:
+            ref_src.__exit__(None, None, None)
+    size = sum(len(a) for a in aus) + len(pack_stream_header(seq))
+    report = {"input": input_path, "output": output_path, "frames": n, "width": seq.width, "height": seq.height,
+              "codec": seq.codec, "device": str(dev), "stream_bytes": size,
+              "bpp": round(bpp(size, n, seq.width, seq.height), 6), "time_s": round(time.perf_counter() - t0, 2),
+              "fps": round(n / max(time.perf_counter() - t0, 1e-9), 2)}
+    if quality is not None:
+        report.update(quality.summary())
+    return report
+
+
+def inspect_file(path: str) -> dict:
+    """Stream summary for `nvc info`: header fields, sizes per section, bpp."""
+    seq, aus, container = read_stream(path)
+    codec, config = _open_decoder(seq)
+    header_bytes = len(pack_stream_header(seq))
+    stream = header_bytes + sum(len(a) for a in aus)
+    units = []
+    for i, raw_au in enumerate(aus):
+        au = AccessUnit.from_bytes(raw_au)
+        check_access_unit(au, seq, i)
+        units.append({"index": i, "first_frame": au.first_frame, "frames": au.frame_count, "bytes": len(raw_au),
+                      **codec.describe(au.payload, config, au.frame_count, seq.height, seq.width)})
+    size = _file_size(path)
+    n = seq.frame_count
+    duration = Fraction(seq.pts[-1] - seq.pts[0], 1) * seq.time_base + 1 / seq.fps
+    return {
+        "file": path, "container": container, "codec": seq.codec, "payload_version": seq.payload_version,
+        "width": seq.width, "height": seq.height, "pix_fmt": seq.pix_fmt, "color_range": seq.color_range,
+        "colorspace": seq.colorspace, "fps": str(seq.fps), "time_base": str(seq.time_base), "frames": n,
+        "duration_s": round(float(duration), 4), "segments": seq.segment_count, "file_bytes": size,
+        "stream_bytes": stream, "sequence_header_bytes": header_bytes,
+        "bpp": round(bpp(stream, n, seq.width, seq.height), 6), "bpp_file": round(bpp(size, n, seq.width, seq.height), 6),
+        "kbps": round(8 * stream / max(float(duration), 1e-9) / 1000, 2), "codec_config": seq.codec_config,
+        "access_units": units,
+    }
+
+
+__all__ = ["encode_file", "decode_file", "decode_frames", "inspect_file", "read_stream", "RawOptions"]

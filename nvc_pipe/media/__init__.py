@@ -1,0 +1,1 @@
+"""Video I/O around FFmpeg (PyAV): frames in (demux), NVC stream in Matroska (mux), frames out (sink)."""

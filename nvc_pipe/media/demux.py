@@ -1,0 +1,398 @@
+"""Open a video input and hand out RGB frames and segments: the only place nvc-pipe decodes source video.
+
+Inputs: anything PyAV (FFmpeg) opens (mp4, mkv, webm, avi, y4m ...), raw ``.yuv``/``.rgb`` files described by
+:class:`RawOptions`, and y4m on standard input (``path == "-"``). A :class:`VideoSource` is one pass over the video:
+it decodes the first frame when opened (to learn the layout and colours), then streams the rest.
+
+Timestamps: ``pts`` are the stream's own, as ints in ``VideoInfo.time_base``; a frame without pts gets the previous
+one plus a nominal frame duration, and a pts that does not increase is replaced the same way (logged). Raw and y4m
+inputs carry no timestamps: their time base is ``1/fps`` and frame ``i`` has pts ``i``.
+
+Every failure a user can cause (missing file, not a video, no video stream, zero frames, corrupt data) is an
+:class:`~nvc_pipe.errors.InputError` with a one-line message; a raw input without ``--size/--fps/--pix-fmt`` is a
+:class:`~nvc_pipe.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Iterator
+
+import av
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from .clip import Segment, VideoInfo, frame_to_rgb, guess_colorspace, normalize_pix_fmt, to_fraction
+
+log = logging.getLogger(__name__)
+
+RAW_EXTENSIONS = (".yuv", ".rgb", ".raw")
+_DEFAULT_FPS = Fraction(25)
+
+
+@dataclass(frozen=True)
+class RawOptions:
+    """How to read a headerless raw file (the CLI's ``--size``, ``--fps``, ``--pix-fmt``).
+
+    Attributes:
+        size: ``(width, height)``.
+        fps: frame rate.
+        pix_fmt: FFmpeg pixel format of the file (``yuv420p``, ``yuv420p10le``, ``rgb24``, ``nv12`` ...).
+            ``.rgb`` files default to ``rgb24``.
+    """
+
+    size: tuple[int, int] | None = None
+    fps: Fraction | None = None
+    pix_fmt: str | None = None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A short reason for an exception: FFmpeg's/the OS's error text without the file name, else its first line."""
+    reason = getattr(exc, "strerror", None)
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip().splitlines()[0]
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def is_raw_path(path: str) -> bool:
+    """True for file names that are read as headerless raw video (``.yuv``, ``.rgb``, ``.raw``)."""
+    return os.path.splitext(str(path))[1].lower() in RAW_EXTENSIONS
+
+
+def _raw_params(path: str, raw: RawOptions | None) -> tuple[int, int, Fraction, str]:
+    raw = raw or RawOptions()
+    pix_fmt = raw.pix_fmt or ("rgb24" if path.lower().endswith(".rgb") else None)
+    missing = [flag for flag, value in (("--size", raw.size), ("--fps", raw.fps), ("--pix-fmt", pix_fmt)) if not value]
+    if missing:
+        raise ConfigError(f"raw input {path} needs {', '.join(missing)}")
+    try:
+        width, height = (int(v) for v in raw.size)  # type: ignore[union-attr]
+        fps = Fraction(raw.fps) if not isinstance(raw.fps, Fraction) else raw.fps
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ConfigError(f"bad raw options for {path}: {_one_line(exc)}") from exc
+    if width <= 0 or height <= 0 or fps <= 0:
+        raise ConfigError(f"bad raw options for {path}: size {width}x{height}, fps {fps}")
+    try:
+        av.VideoFormat(pix_fmt, width, height)
+    except (ValueError, TypeError, av.FFmpegError) as exc:
+        raise ConfigError(f"unknown pixel format {pix_fmt!r} for {path}") from exc
+    return width, height, fps, pix_fmt
+
+
+def _open_raw(path: str, raw: RawOptions | None) -> tuple[Any, Fraction]:
+    width, height, fps, pix_fmt = _raw_params(path, raw)
+    if not os.path.isfile(path):
+        raise InputError(f"cannot open {path}: no such file")
+    options = {
+        "video_size": f"{width}x{height}",
+        "pixel_format": pix_fmt,
+        "framerate": f"{fps.numerator}/{fps.denominator}",
+    }
+    try:
+        container = av.open(path, format="rawvideo", options=options)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"cannot open {path} as raw {pix_fmt} {width}x{height}: {_one_line(exc)}") from exc
+    return container, fps
+
+
+def _open_container(path: str) -> Any:
+    if path == "-":
+        try:
+            return av.open(sys.stdin.buffer, format="yuv4mpegpipe")
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise InputError(f"cannot read y4m from standard input: {_one_line(exc)}") from exc
+    if not os.path.exists(path):
+        raise InputError(f"cannot open {path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"cannot open {path}: is a directory")
+    try:
+        return av.open(path)
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot open {path}: {_one_line(exc)}") from exc
+
+
+class VideoSource:
+    """One pass over a video: :attr:`info`, then :meth:`frames` or :meth:`segments` (use as a context manager).
+
+    Attributes:
+        info: layout, rate, time base and colours of the video.
+        path: the file to copy audio/subtitles from (``None`` for standard input and raw files).
+        name: the path as given (``"-"`` for standard input), for messages.
+    """
+
+    def __init__(self, container: Any, name: str, *, raw_fps: Fraction | None = None, copyable: bool = True) -> None:
+        self._container = container
+        self.name = name
+        self.path: str | None = None if (name == "-" or not copyable) else name
+        self._used = False
+        self._warned_pts = False
+        self._warned_size = False
+        try:
+            streams = list(container.streams.video)
+        except (av.FFmpegError, AttributeError) as exc:  # pragma: no cover - defensive
+            self.close()
+            raise InputError(f"cannot read streams of {name}: {_one_line(exc)}") from exc
+        if not streams:
+            self.close()
+            raise InputError(f"no video stream in {name}")
+        self._stream = streams[0]
+        try:
+            self._stream.thread_type = "AUTO"
+        except (AttributeError, ValueError, av.FFmpegError):  # pragma: no cover - codec without threading
+            pass
+        self._raw = raw_fps is not None
+        self._synthetic_pts = self._raw or name == "-" or self._is_y4m()
+        self._decoder = self._decode_frames()
+        try:
+            first = next(self._decoder, None)
+        except InputError:
+            self.close()
+            raise
+        if first is None:
+            self.close()
+            raise InputError(f"no video frames in {name}")
+        self._first = first
+        self.info = self._make_info(first, raw_fps)
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+    def _is_y4m(self) -> bool:
+        try:
+            return "yuv4mpeg" in self._container.format.name
+        except AttributeError:  # pragma: no cover
+            return False
+
+    def _make_info(self, frame: av.VideoFrame, raw_fps: Fraction | None) -> VideoInfo:
+        stream = self._stream
+        fps = raw_fps
+        for attr in ("average_rate", "guessed_rate", "base_rate"):
+            if fps is not None:
+                break
+            candidate = to_fraction(getattr(stream, attr, None))
+            if candidate is not None and 0 < candidate <= 1000:
+                fps = candidate
+        if fps is None:
+            log.warning("%s has no usable frame rate; assuming %s fps", self.name, _DEFAULT_FPS)
+            fps = _DEFAULT_FPS
+        if self._synthetic_pts:
+            time_base = 1 / fps
+        else:
+            time_base = to_fraction(stream.time_base) or (1 / fps)
+        self._time_base = time_base
+        self._frame_step = max(1, round(1 / (fps * time_base)))
+        pix_fmt, forced_range = normalize_pix_fmt(frame.format.name)
+        family = VideoInfo(1, 1, pix_fmt, fps, time_base).family
+        if family == "yuv":
+            color_range = "pc" if (forced_range == "pc" or _int(frame.color_range) == 2) else "tv"
+            colorspace = guess_colorspace(frame.colorspace, frame.width, frame.height)
+        else:
+            color_range = "pc"
+            colorspace = guess_colorspace(2, frame.width, frame.height)
+        info = VideoInfo(int(frame.width), int(frame.height), pix_fmt, fps, time_base, color_range, colorspace)
+        log.debug("opened %s: %s", self.name, info)
+        return info
+
+    # -- decoding ------------------------------------------------------------------------------------------------
+    def _decode_frames(self) -> Iterator[av.VideoFrame]:
+        try:
+            if self._raw:
+                yield from self._decode_raw()
+                return
+            for frame in self._container.decode(self._stream):
+                yield frame
+        except InputError:
+            raise
+        except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
+            raise InputError(f"cannot decode {self.name}: {_one_line(exc)}") from exc
+
+    def _decode_raw(self) -> Iterator[av.VideoFrame]:
+        # The rawvideo demuxer cuts the file into frame-sized packets; a short last packet is a partial frame.
+        frame_size = 0
+        for packet in self._container.demux(self._stream):
+            if not packet.size:
+                continue
+            if packet.size < frame_size:
+                log.warning("%s: ignoring %d trailing bytes (not a whole frame)", self.name, packet.size)
+                return
+            frame_size = max(frame_size, packet.size)
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                raise InputError(f"{self.name} is smaller than one frame of the given --size/--pix-fmt") from exc
+            yield from frames
+
+    def _all_frames(self) -> Iterator[av.VideoFrame]:
+        if self._used:
+            raise RuntimeError("a VideoSource can be read once")
+        self._used = True
+        first, self._first = self._first, None
+        yield first
+        yield from self._decoder
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int]]:
+        """Yield ``(rgb, pts)`` for every frame in display order (see the module docstring for pts rules).
+
+        Raises:
+            InputError: the video is corrupt or unreadable part-way.
+            RuntimeError: the source was already read.
+        """
+        info = self.info
+        prev: int | None = None
+        for index, frame in enumerate(self._all_frames()):
+            if self._synthetic_pts:
+                pts = index
+            else:
+                pts = frame.pts
+                if pts is None or (prev is not None and pts <= prev):
+                    guess = 0 if prev is None else prev + self._frame_step
+                    if pts is not None and not self._warned_pts:
+                        log.warning("%s: non-increasing timestamps; retiming from frame %d", self.name, index)
+                        self._warned_pts = True
+                    pts = guess
+                pts = int(pts)
+            prev = pts
+            if (int(frame.width), int(frame.height)) != (info.width, info.height):
+                if not self._warned_size:
+                    log.warning(
+                        "%s: frame size changes to %dx%d at frame %d; scaling to %dx%d",
+                        self.name, frame.width, frame.height, index, info.width, info.height,
+                    )
+                    self._warned_size = True
+                frame = frame.reformat(width=info.width, height=info.height)
+            try:
+                rgb = frame_to_rgb(frame, info)
+            except (av.FFmpegError, ValueError) as exc:
+                raise InputError(f"cannot convert frame {index} of {self.name}: {_one_line(exc)}") from exc
+            yield rgb, pts
+
+    def segments(self, frames_per_segment: int | None) -> Iterator[Segment]:
+        """Group the frames into :class:`Segment` blocks.
+
+        Args:
+            frames_per_segment: frames per segment (the last one may be shorter); ``None`` = one segment holding
+                the whole clip.
+
+        Raises:
+            ConfigError: ``frames_per_segment`` is not positive.
+            InputError: as :meth:`frames`.
+        """
+        if frames_per_segment is not None and int(frames_per_segment) <= 0:
+            raise ConfigError(f"frames per segment must be positive, not {frames_per_segment}")
+        limit = None if frames_per_segment is None else int(frames_per_segment)
+        rgbs: list[np.ndarray] = []
+        pts: list[int] = []
+        start = 0
+        index = 0
+        for rgb, p in self.frames():
+            rgbs.append(rgb)
+            pts.append(p)
+            if limit is not None and len(rgbs) == limit:
+                yield Segment(np.stack(rgbs), np.asarray(pts, dtype=np.int64), start, index)
+                start += len(rgbs)
+                index += 1
+                rgbs, pts = [], []
+        if rgbs:
+            yield Segment(np.stack(rgbs), np.asarray(pts, dtype=np.int64), start, index)
+
+    # -- lifetime ------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the input (idempotent)."""
+        container, self._container = getattr(self, "_container", None), None
+        if container is not None:
+            try:
+                container.close()
+            except (av.FFmpegError, OSError):  # pragma: no cover - closing a broken input
+                pass
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"VideoSource({self.name!r}, {getattr(self, 'info', None)})"
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def open_video(path: str, raw: RawOptions | None = None) -> VideoSource:
+    """Open a video for one pass.
+
+    Args:
+        path: a file PyAV can open, a raw ``.yuv``/``.rgb``/``.raw`` file, or ``"-"`` for y4m on standard input.
+        raw: size/fps/pix_fmt of a raw file (ignored for other inputs).
+
+    Returns:
+        A :class:`VideoSource` whose first frame is already decoded (so :attr:`VideoSource.info` is exact).
+
+    Raises:
+        InputError: missing/unreadable file, no video stream, zero frames.
+        ConfigError: a raw input without ``--size``, ``--fps`` or ``--pix-fmt``.
+    """
+    path = os.fspath(path)
+    if path != "-" and is_raw_path(path):
+        container, fps = _open_raw(path, raw)
+        if os.path.getsize(path) == 0:
+            container.close()
+            raise InputError(f"no video frames in {path}")
+        return VideoSource(container, path, raw_fps=fps, copyable=False)
+    return VideoSource(_open_container(path), path)
+
+
+def count_frames(path: str, raw: RawOptions | None = None) -> int:
+    """Number of frames, for sizing, without decoding.
+
+    Raw files: ``file size // frame size`` (a trailing partial frame is not counted). Containers: the stream's
+    frame count when the container stores one (mp4/mov; exact unless the file lies about it), otherwise the number
+    of video packets, read with the demuxer only (mkv, webm, y4m, avi...). The count can differ from what
+    :meth:`VideoSource.frames` yields only for broken files (undecodable packets, bogus headers).
+
+    Raises:
+        InputError: ``path`` is ``"-"`` (a pipe cannot be counted in advance) or cannot be read.
+        ConfigError: raw options missing.
+    """
+    path = os.fspath(path)
+    if path == "-":
+        raise InputError("cannot count the frames of standard input in advance")
+    if is_raw_path(path):
+        container, _ = _open_raw(path, raw)
+        try:
+            size = os.path.getsize(path)
+            if size == 0:
+                return 0
+            try:
+                packet = next((p for p in container.demux(container.streams.video[0]) if p.size), None)
+            except (av.FFmpegError, OSError) as exc:
+                raise InputError(f"cannot read {path}: {_one_line(exc)}") from exc
+            frame_size = packet.size if packet is not None else 0
+            if frame_size <= 0:
+                return 0
+            if size % frame_size:
+                log.warning("%s: %d trailing bytes are not a whole frame", path, size % frame_size)
+            return size // frame_size
+        finally:
+            container.close()
+    container = _open_container(path)
+    try:
+        if not container.streams.video:
+            raise InputError(f"no video stream in {path}")
+        stream = container.streams.video[0]
+        stored = _int(getattr(stream, "frames", 0))
+        if stored > 0:
+            return stored
+        try:
+            return sum(1 for p in container.demux(stream) if p.size)
+        except (av.FFmpegError, OSError) as exc:
+            raise InputError(f"cannot read {path}: {_one_line(exc)}") from exc
+    finally:
+        container.close()

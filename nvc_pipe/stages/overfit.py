@@ -1,0 +1,165 @@
+"""Overfitting stage: train a video INR on one segment (HiNeRV recipe, §2 of the reference notes).
+
+Loss 0.7·L1 + 0.3·(1 − MS-SSIM, 5×5 window); Adam (β 0.9/0.999, ε 1e-8, no weight decay), gradient clipping at
+L2 norm 1.0, per-step linear warm-up then cosine decay (timm's CosineLRScheduler semantics: the warm-up is not a
+prefix, the cosine spans all epochs). Every epoch visits each (frame, patch) once in a random order (a
+`torch.Generator` seeded from the config, so CPU runs are repeatable).
+
+`fit` is shared with the prune and QAT stages, which pass their own schedule, forward and post-step hooks.
+On CUDA: TF32 matmuls, bf16 autocast; the loss is computed in fp32.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..metrics import frame_psnr, ms_ssim
+from ..pipeline import Work
+from .patch import PatchData
+
+Forward = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor | None, tuple[int, int] | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe of one preset. Defaults are HiNeRV's (hinerv.md §2-3)."""
+
+    epochs: int = 300  # main stage
+    warmup_epochs: int = 30
+    lr: float = 2e-3
+    warmup_lr: float = 2e-5
+    min_lr: float = 2e-5
+    batch_size: int = 144  # patches per step
+    patch_size: tuple[int, int] | None = (80, 80)  # None: whole frames
+    grad_clip: float = 1.0
+    l1_weight: float = 0.7  # the rest is 1 − MS-SSIM
+    ssim_window: int = 5
+    prune_ratio: float = 0.15  # of all parameters
+    prune_epochs: int = 60
+    qat_epochs: int = 30
+    qat_lr_scale: float = 0.1
+    quant_noise: float = 0.9
+    bits: int = 6
+    eval_every: int = 30  # epochs; 0 = only at the end of each stage
+    seed: int = 0
+
+
+def cosine_lr(step: int, total: int, warmup: int, lr: float, warmup_lr: float, min_lr: float) -> float:
+    """timm CosineLRScheduler (warmup_prefix=False), stepped per update."""
+    if step < warmup:
+        return warmup_lr + step * (lr - warmup_lr) / warmup
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def default_forward(model: torch.nn.Module, t, yx, size) -> torch.Tensor:
+    return model(t, yx, size)
+
+
+def loss_fn(pred: torch.Tensor, target: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    pred = pred.float()
+    l1 = (pred - target).abs().mean()
+    ssim = ms_ssim(pred, target, window=cfg.ssim_window).mean()
+    return cfg.l1_weight * l1 + (1 - cfg.l1_weight) * (1 - ssim)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: PatchData, forward: Forward = default_forward,
+             chunk: int = 4) -> dict:
+    """Frame-mode quality of the current model over the segment (float output, cropped to the source size)."""
+    model.eval()
+    psnrs, ssims = [], []
+    for start in range(0, data.num_frames, chunk):
+        t = torch.arange(start, min(start + chunk, data.num_frames), device=data.frames.device)
+        with _autocast(data.frames.device):
+            pred = forward(model, t, None, None).float().clamp(0, 1)[:, : data.height, : data.width]
+        target = data.frame_targets(t)[:, : data.height, : data.width]
+        for p, g in zip(pred, target):
+            psnrs.append(frame_psnr(p.cpu().numpy(), g.cpu().numpy(), 1.0))
+        if min(data.height, data.width) >= 11:
+            ssims.extend(ms_ssim(pred, target).tolist())
+    model.train()
+    return {"psnr_db": sum(psnrs) / len(psnrs), "ms_ssim": sum(ssims) / len(ssims) if ssims else float("nan")}
+
+
+def fit(work: Work, *, stage: str, epochs: int, lr_at: Callable[[int, int], float], forward: Forward = default_forward,
+        after_step: Callable[[], None] | None = None) -> list[dict]:
+    """Train `work.model` on `work.data` for `epochs`; `lr_at(step, steps_per_epoch)` gives each step's lr."""
+    cfg: TrainConfig = work.config.train
+    model, data, device = work.model, work.data, work.device
+    if epochs <= 0:
+        return []
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    gen = torch.Generator().manual_seed(cfg.seed + zlib.crc32(stage.encode()))  # not hash(): salted per process
+    n_patches = data.origins.shape[0]
+    batch = min(cfg.batch_size, n_patches)
+    steps_per_epoch = max(1, n_patches // batch)
+    whole_frames = data.patch == data.coded_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr_at(0, steps_per_epoch), betas=(0.9, 0.999), eps=1e-8,
+                           **({"fused": True} if device.type == "cuda" else {}))
+    history = []
+    model.train()
+    bar = tqdm(range(epochs), desc=f"seg {work.segment.index} {stage}", unit="ep", disable=not work.progress,
+               leave=False, dynamic_ncols=True)
+    step = 0
+    for epoch in bar:
+        order = torch.randperm(n_patches, generator=gen)[: steps_per_epoch * batch].to(device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(steps_per_epoch):
+            origins = data.origins[order[i * batch : (i + 1) * batch]]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, steps_per_epoch)
+            target = data.targets(origins)
+            with _autocast(device):
+                if whole_frames:
+                    pred = forward(model, origins[:, 0], None, None)
+                else:
+                    pred = forward(model, origins[:, 0], origins[:, 1:], data.patch)
+            loss = loss_fn(pred, target, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            if after_step is not None:
+                after_step()
+            loss_sum += loss.detach()
+            step += 1
+        entry = {"stage": stage, "epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch}
+        last = epoch + 1 == epochs
+        if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+            entry.update(evaluate(model, data, forward))
+            bar.set_postfix(loss=f"{entry['loss']:.4f}", psnr=f"{entry['psnr_db']:.2f}")
+        history.append(entry)
+    bar.close()
+    return history
+
+
+def run(work: Work, build_model: Callable[[Work], torch.nn.Module]) -> Work:
+    """Stage entry point: build the plugin's model for this segment and train it (main stage)."""
+    cfg: TrainConfig = work.config.train
+    torch.manual_seed(cfg.seed)
+    work.model = build_model(work).to(work.device)
+    total = cfg.epochs
+
+    def lr_at(step: int, steps_per_epoch: int) -> float:
+        return cosine_lr(step, total * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch, cfg.lr,
+                         cfg.warmup_lr, cfg.min_lr)
+
+    history = fit(work, stage="overfit", epochs=cfg.epochs, lr_at=lr_at)
+    work.report.setdefault("history", []).extend(history)
+    return work

@@ -1,0 +1,142 @@
+"""HiNeRV as an nvc-pipe video codec plugin: presets, the encode pipeline, and segment decoding.
+
+    segment frames ─▶ patch ─▶ overfit ─▶ prune ─▶ qat ─▶ quantize ─▶ entropy_code ─▶ AU payload
+    AU payload ─▶ tensor records ─▶ dequantize ─▶ HiNeRV(config, T, Hc, Wc) ─▶ frames (cropped to H×W)
+
+The sequence header carries the architecture (`HiNeRVConfig.to_dict()`); the payload is the tensor records of
+`nvc_pipe.bitstream.tensors`. One network per segment; its temporal grids are sized by the segment length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Iterator
+
+import torch
+
+from nvc_pipe.bitstream.fields import ByteReader
+from nvc_pipe.bitstream.tensors import read_tensors
+from nvc_pipe.errors import BitstreamError
+from nvc_pipe.pipeline import Stage, Work
+from nvc_pipe.stages import entropy_code, overfit, patch, prune, qat, quantize
+from nvc_pipe.stages.overfit import TrainConfig
+
+from .configs import PRESETS as MODEL_PRESETS
+from .configs import HiNeRVConfig
+from .model import build_model, prunable_parameters
+
+MAX_DECODE_PARAMETERS = 200_000_000
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named operating point: architecture + training recipe."""
+
+    model: HiNeRVConfig
+    train: TrainConfig
+    description: str = ""
+
+
+_BUNNY = TrainConfig()  # hinerv.md §2: 300+60+30 epochs, 80×80 patches, batch 144
+_UVG = replace(_BUNNY, patch_size=(120, 120))
+_FAST = TrainConfig(epochs=60, warmup_epochs=6, lr=5e-3, warmup_lr=5e-5, min_lr=5e-5, batch_size=4,
+                    patch_size=None, prune_epochs=12, qat_epochs=6, eval_every=0)
+_TINY = replace(_FAST, epochs=4, warmup_epochs=1, prune_epochs=1, qat_epochs=1, batch_size=2)
+
+PRESETS: dict[str, Preset] = {
+    "bunny-xxs": Preset(MODEL_PRESETS["bunny-xxs"], _BUNNY, "official Bunny XXS, 0.77M params at 1280x720x132"),
+    "bunny-xs": Preset(MODEL_PRESETS["bunny-xs"], _BUNNY, "official Bunny XS, 1.59M params at 1280x720x132"),
+    "bunny-s": Preset(MODEL_PRESETS["bunny-s"], _BUNNY, "official Bunny S, 3.25M params at 1280x720x132"),
+    "uvg-s": Preset(MODEL_PRESETS["uvg-s"], _UVG, "official UVG S, 3.19M params at 1920x1080x600"),
+    "uvg-m": Preset(MODEL_PRESETS["uvg-m"], _UVG, "official UVG M, 6.49M params at 1920x1080x600"),
+    "uvg-l": Preset(MODEL_PRESETS["uvg-l"], _UVG, "official UVG L, 12.8M params at 1920x1080x600"),
+    "fast": Preset(MODEL_PRESETS["fast"], _FAST, "small CPU model, whole-frame batches (default)"),
+    "tiny": Preset(MODEL_PRESETS["tiny"], _TINY, "test-size model, a few epochs"),
+}
+
+
+def scale_product(cfg: HiNeRVConfig) -> int:
+    return math.prod(cfg.scales)
+
+
+def segment_model(cfg: HiNeRVConfig, num_frames: int, coded_h: int, coded_w: int) -> torch.nn.Module:
+    """The network for one segment; the base grid never has more time steps than the segment has frames."""
+    cfg = replace(cfg, base_grid_frames=max(1, min(cfg.base_grid_frames, num_frames)))
+    return build_model(cfg, num_frames, coded_h, coded_w)
+
+
+def _coded(h: int, w: int, cfg: HiNeRVConfig) -> tuple[int, int]:
+    return patch.coded_size(h, w, scale_product(cfg))
+
+
+class HiNeRVCodec:
+    name = "hinerv"
+    payload_version = 1
+    presets = PRESETS
+    default_preset = "fast"
+
+    def config_to_dict(self, preset: Preset) -> dict:
+        return preset.model.to_dict()
+
+    def config_from_dict(self, d: dict) -> HiNeRVConfig:
+        try:
+            return HiNeRVConfig.from_dict(d)
+        except (TypeError, ValueError) as exc:
+            raise BitstreamError(f"corrupt sequence header: bad HiNeRV config ({exc})") from None
+
+    def stages(self, preset: Preset) -> list[Stage]:
+        def build(work: Work) -> torch.nn.Module:
+            hc, wc = work.data.coded_size
+            return segment_model(work.config.model, work.data.num_frames, hc, wc)
+
+        return [
+            Stage("patch", partial(patch.run, multiple=scale_product(preset.model))),
+            Stage("overfit", partial(overfit.run, build_model=build)),
+            Stage("prune", partial(prune.run, prunable=prunable_parameters)),
+            Stage("qat", qat.run),
+            Stage("quantize", quantize.run),
+            Stage("entropy", entropy_code.run),
+        ]
+
+    def _load(self, payload: bytes, cfg: HiNeRVConfig, num_frames: int, height: int, width: int,
+              device: torch.device | str) -> torch.nn.Module:
+        hc, wc = _coded(height, width, cfg)
+        with torch.device("meta"):
+            shapes = [(n, tuple(p.shape)) for n, p in segment_model(cfg, num_frames, hc, wc).named_parameters()]
+        if sum(math.prod(s) for _, s in shapes) > MAX_DECODE_PARAMETERS:
+            raise BitstreamError("corrupt stream: the declared model is implausibly large")
+        reader = ByteReader(payload, "HiNeRV payload")
+        records = read_tensors(reader, shapes)
+        reader.expect_end()
+        model = segment_model(cfg, num_frames, hc, wc)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(torch.from_numpy(records[name].values()))
+        return model.to(device).eval()
+
+    def decode_segment(self, payload: bytes, config: HiNeRVConfig, num_frames: int, height: int, width: int,
+                       device: torch.device | str) -> Iterator[torch.Tensor]:
+        model = self._load(payload, config, num_frames, height, width, device)
+        with torch.no_grad():
+            for t in range(num_frames):
+                frame = model(torch.tensor([t], device=device), None, None)[0]
+                yield frame[:height, :width].float()
+
+    def describe(self, payload: bytes, config: HiNeRVConfig, num_frames: int, height: int, width: int) -> dict:
+        hc, wc = _coded(height, width, config)
+        with torch.device("meta"):
+            model = segment_model(config, num_frames, hc, wc)
+            shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+        records = read_tensors(ByteReader(payload, "HiNeRV payload"), shapes)
+        groups: dict[str, int] = {}
+        for name, rec in records.items():
+            key = name.split(".")[0]
+            groups[key] = groups.get(key, 0) + math.prod(rec.shape)
+        pruned = sum(int((~r.mask).sum()) for r in records.values() if r.mask is not None)
+        return {"parameters": sum(math.prod(s) for _, s in shapes), "pruned_weights": pruned,
+                "coded_size": [hc, wc], "parameters_by_module": groups}
+
+
+codec = HiNeRVCodec()

@@ -1,0 +1,103 @@
+"""Shared fixtures: small real media made with PyAV (and the real ffmpeg), and a runner for the `nvc` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def moving_pattern(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:
+    """(n, h, w, 3) uint8: smooth gradients with a moving square, learnable by a tiny INR."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = []
+    for t in range(n):
+        r = 128 + 100 * np.sin(xx / max(w, 1) * 3 + t * 0.3)
+        g = 128 + 100 * np.cos(yy / max(h, 1) * 2 - t * 0.2)
+        b = np.full_like(r, 90.0)
+        x0 = (t * 3) % max(w - 8, 1)
+        b[h // 4 : h // 4 + 8, x0 : x0 + 8] = 230
+        img = np.stack([r, g, b], -1) + rng.normal(0, 2, (h, w, 3))
+        frames.append(img.clip(0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def write_video(path: Path, w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", codec: str = "libx264",
+                fps: int = 25, audio: bool = False, options: dict | None = None) -> Path:
+    frames = moving_pattern(n, w, h)
+    with av.open(str(path), "w") as oc:
+        vs = oc.add_stream(codec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        vs.options = options or ({"crf": "10", "preset": "ultrafast"} if codec == "libx264" else {})
+        aus = None
+        if audio:
+            aus = oc.add_stream("aac", rate=48000)
+            aus.layout = "stereo"
+        for i, img in enumerate(frames):
+            fmt = "rgb24" if pix_fmt.startswith(("yuv", "gbr", "rgb")) and "10" not in pix_fmt else "rgb48le"
+            data = img if fmt == "rgb24" else img.astype(np.uint16) * 257
+            frame = av.VideoFrame.from_ndarray(data, format=fmt).reformat(format=pix_fmt)
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for pkt in vs.encode(frame):
+                oc.mux(pkt)
+        for pkt in vs.encode(None):
+            oc.mux(pkt)
+        if aus is not None:
+            samples = int(48000 * n / fps)
+            t = np.arange(samples) / 48000
+            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            pcm = np.stack([tone, tone])
+            for start in range(0, samples, 1024):
+                chunk = np.ascontiguousarray(pcm[:, start : start + 1024])
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+                af.sample_rate = 48000
+                af.pts = start
+                for pkt in aus.encode(af):
+                    oc.mux(pkt)
+            for pkt in aus.encode(None):
+                oc.mux(pkt)
+    return path
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """Small real inputs, built once per test session."""
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "qcif": write_video(d / "qcif.mp4", 176, 144, 3),
+        "odd": write_video(d / "odd.mkv", 97, 55, 4, codec="ffv1"),
+        "ten_bit": write_video(d / "ten_bit.mkv", 48, 32, 4, pix_fmt="yuv420p10le", codec="ffv1"),
+        "audio": write_video(d / "audio.mp4", 64, 48, 8, audio=True),
+    }
+
+
+class CliResult:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.returncode, self.stdout, self.stderr = proc.returncode, proc.stdout, proc.stderr
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def run_nvc(*args: str, stdin: bytes | None = None, timeout: float = 300) -> CliResult:
+    """Run the real `nvc` command in a fresh Python process."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "nvc_pipe", *args], input=stdin, capture_output=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+    return CliResult(proc)
+
+
+@pytest.fixture
+def nvc():
+    return run_nvc

@@ -1,0 +1,489 @@
+"""The evaluation sweep: every (sequence, codec curve, point) encoded, decoded and measured once, cached per point.
+
+A *codec spec* is ``name:setting`` (comma-separated on the command line):
+
+- anchors ``x264:medium``, ``x265:veryslow``, ``svtav1:8`` (setting = encoder preset, ``+`` joins several
+  presets = several curves, e.g. ``x264:medium+veryslow``); each curve sweeps CRFs (default x264/x265
+  22,27,32,37; SVT-AV1 30,38,46,54), overridable for all anchors or per anchor name;
+- anything else is a codec plugin run through :mod:`nvc_pipe.api`: ``hinerv:uvg-s`` (setting = preset). Several
+  presets joined by ``+`` (``hinerv:uvg-s+uvg-m+uvg-l``) form one curve with one point per preset; with an
+  ``epochs`` list each preset is its own curve with one point per epoch count (``overrides={"epochs": e}``).
+
+Every point is written as ``out/cache/<dataset>/<sequence>/<codec>-<setting>-<param><value>-<hash>.json`` the
+moment it is measured (atomic rename), the hash covering what the result depends on (source file name, size,
+geometry, crop, frames, codec, setting, point, overrides, backend, metric options). A rerun, an interrupted run or
+an extended sweep (more CRFs, another codec) computes only the points whose file is missing.
+
+Metrics use the same frames for every codec: the source planes (cropped, frame-limited) against the decoded
+frames. RGB PSNR on FFmpeg's (swscale, PyAV) yuv→RGB conversion of both, per frame then averaged over frames (as
+HiNeRV and C3 report); YUV PSNR (6·Y+U+V)/8 per frame, averaged; MS-SSIM on RGB in [0, 1]. A plugin codec
+returns RGB: its YUV PSNR is measured after converting that RGB back to the source's YUV format (same swscale).
+Times: encode = wall time of the encoder (ffmpeg process or ``encode_file``); decode = time spent inside the
+decoder producing frames (metrics excluded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from nvc_pipe.errors import ConfigError, OutputError
+
+from . import baselines
+from .datasets import Planes, Source, open_dataset, write_y4m
+
+HARNESS_VERSION = 1   # bump when a change invalidates cached points
+
+
+# ---- codec specs ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PointSpec:
+    param: str             # "crf", "preset" or "epochs"
+    value: object          # int CRF, preset name, epoch count
+    setting: str           # encoder preset / plugin preset used at this point
+
+
+@dataclass(frozen=True)
+class Curve:
+    codec: str             # x264, x265, svtav1, or a plugin name
+    label: str             # legend / table label, e.g. "x265:veryslow"
+    points: tuple[PointSpec, ...]
+    is_anchor: bool
+
+
+def _split_list(text: str) -> list[str]:
+    return [t.strip() for t in re.split(r"[,\s]+", text or "") if t.strip()]
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(t) for t in _split_list(text)]
+    except ValueError:
+        raise ConfigError(f"bad {what} list {text!r}: expected integers like 22,27,32,37") from None
+    if not vals:
+        raise ConfigError(f"empty {what} list")
+    return vals
+
+
+def parse_crf_options(values: Iterable[str] | None) -> dict[str, list[int]]:
+    """``["22,27"]`` → all anchors; ``["x265=20,25", "svtav1=30,40"]`` → per anchor. Key ``"*"`` = all."""
+    out: dict[str, list[int]] = {}
+    for v in values or []:
+        if "=" in v:
+            name, lst = v.split("=", 1)
+            a = baselines.get_anchor(name.strip())
+            if a is None:
+                raise ConfigError(f"--crf {v!r}: {name!r} is not an anchor ({', '.join(baselines.ANCHORS)})")
+            out[a.name] = parse_int_list(lst, "CRF")
+        else:
+            out["*"] = parse_int_list(v, "CRF")
+    return out
+
+
+def parse_codecs(text: str | list[str], crf: dict[str, list[int]] | None = None,
+                 epochs: list[int] | None = None) -> list[Curve]:
+    """Turn ``"x264:medium,x265:veryslow,hinerv:uvg-s+uvg-m"`` into curves with their sweep points."""
+    specs = _split_list(text) if isinstance(text, str) else [s for t in text for s in _split_list(t)]
+    if not specs:
+        raise ConfigError("no codecs given (e.g. --codecs x265:veryslow,hinerv:uvg-s)")
+    crf = crf or {}
+    curves: list[Curve] = []
+    for spec in specs:
+        name, _, setting = spec.partition(":")
+        if not name:
+            raise ConfigError(f"bad codec spec {spec!r}: expected name:setting")
+        anchor = baselines.get_anchor(name)
+        settings = [s for s in setting.split("+") if s] if setting else []
+        if anchor is not None:
+            crfs = crf.get(anchor.name, crf.get("*", list(anchor.default_crfs)))
+            for s in settings or [anchor.default_preset]:
+                baselines.check_preset(anchor, s)
+                for c in crfs:
+                    baselines.check_crf(anchor, c)
+                curves.append(Curve(anchor.name, f"{anchor.name}:{s}",
+                                    tuple(PointSpec("crf", int(c), s) for c in sorted(set(crfs))), True))
+        else:
+            if not settings:
+                raise ConfigError(f"codec {name!r}: give a preset, e.g. {name}:fast")
+            if epochs:
+                for s in settings:
+                    curves.append(Curve(name, f"{name}:{s}",
+                                        tuple(PointSpec("epochs", int(e), s) for e in sorted(set(epochs))), False))
+            else:
+                curves.append(Curve(name, f"{name}:{'+'.join(settings)}",
+                                    tuple(PointSpec("preset", s, s) for s in settings), False))
+    labels = [c.label for c in curves]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise ConfigError(f"codec given twice: {', '.join(sorted(dup))}")
+    return curves
+
+
+# ---- configuration -------------------------------------------------------------------------------------------
+
+@dataclass
+class EvalConfig:
+    dataset: str
+    codecs: list[Curve]
+    out: Path
+    root: Path | None = None
+    sequences: list[str] | None = None
+    frames: int | None = None
+    crop: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None          # geometry override of raw files (downscaled copies, tests)
+    fps: Fraction | None = None
+    anchor_backend: str = "auto"
+    anchor: str | None = None                    # curve label BD-rates are computed against
+    device: str = "auto"
+    overrides: dict = field(default_factory=dict)   # extra overrides for plugin codecs
+    ms_ssim: bool = True
+    keep_streams: bool = False
+    progress: bool = True
+    plots: bool = True
+    published: str = "auto"                    # published curves on plots: auto (full runs), always, never
+    bd_method: str = "pchip"
+
+
+@dataclass
+class EvalResult:
+    points: list[dict]
+    computed: int
+    cached: int
+    report: dict
+    paths: dict[str, str]
+
+
+# ---- metrics -------------------------------------------------------------------------------------------------
+
+def _metrics():
+    return importlib.import_module("nvc_pipe.metrics")
+
+
+def _stack_i420(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    h, w = y.shape
+    return np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(h * 3 // 2, w)
+
+
+def yuv_to_rgb(planes: Planes, pix_fmt: str) -> np.ndarray:
+    """FFmpeg's (swscale) default conversion, untagged input: what ``ffmpeg -i x.yuv x.png`` does."""
+    import av
+
+    frame = av.VideoFrame.from_ndarray(_stack_i420(*planes), format=pix_fmt)
+    return frame.to_ndarray(format="rgb24" if pix_fmt == "yuv420p" else "rgb48le")
+
+
+def rgb_to_yuv(rgb: np.ndarray, pix_fmt: str) -> Planes:
+    import av
+
+    from .datasets import split_i420
+
+    fmt = "rgb24" if rgb.dtype == np.uint8 else "rgb48le"
+    arr = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format=fmt).reformat(format=pix_fmt).to_ndarray()
+    h, w = rgb.shape[:2]
+    return split_i420(arr, w, h)
+
+
+class _Timed:
+    """Wraps an iterator and adds up the time spent producing its items."""
+
+    def __init__(self, it: Iterator):
+        self.it = iter(it)
+        self.seconds = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            return next(self.it)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def measure(src: Source, decoded: Iterator, kind: str, with_ms_ssim: bool = True) -> dict:
+    """Compare the source frames with decoded frames.
+
+    Args:
+        decoded: iterator of ``(Y, U, V)`` planes (``kind="yuv"``) or RGB ``(H, W, 3)`` arrays (``kind="rgb"``).
+    Returns:
+        dict with psnr_rgb, psnr_y/u/v, psnr_yuv611, ms_ssim (None when disabled), frames, decode_s.
+    """
+    import torch
+
+    m = _metrics()
+    rgb_max = 255.0 if src.bit_depth <= 8 else 65535.0
+    timed = _Timed(decoded)
+    acc = {k: 0.0 for k in ("psnr_rgb", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv611", "ms_ssim")}
+    n = 0
+    ref_iter = src.iter_planes()
+    for ref in ref_iter:
+        try:
+            dec = next(timed)
+        except StopIteration:
+            raise OutputError(f"{src.name}: decoder returned {n} frames, expected {src.frames}") from None
+        ref_rgb = yuv_to_rgb(ref, src.pix_fmt)
+        if kind == "yuv":
+            dec_planes = dec
+            dec_rgb = yuv_to_rgb(dec_planes, src.pix_fmt)
+        else:
+            dec_rgb = np.asarray(dec)
+            if dec_rgb.dtype != ref_rgb.dtype:  # e.g. uint16 output for an 8-bit source: rescale to its scale
+                dec_rgb = np.round(dec_rgb.astype(np.float64) * rgb_max / np.iinfo(dec_rgb.dtype).max
+                                   ).astype(ref_rgb.dtype)
+            dec_planes = rgb_to_yuv(dec_rgb, src.pix_fmt)
+        if dec_rgb.shape != ref_rgb.shape:
+            raise OutputError(f"{src.name}: decoded frame {n} is {dec_rgb.shape[1]}x{dec_rgb.shape[0]}, "
+                              f"expected {ref_rgb.shape[1]}x{ref_rgb.shape[0]}")
+        acc["psnr_rgb"] += m.frame_psnr(ref_rgb, dec_rgb, rgb_max)
+        py, pu, pv = (m.frame_psnr(a, b, src.max_value) for a, b in zip(ref, dec_planes))
+        acc["psnr_y"] += py
+        acc["psnr_u"] += pu
+        acc["psnr_v"] += pv
+        acc["psnr_yuv611"] += m.psnr_yuv611(list(ref), list(dec_planes), src.max_value)
+        if with_ms_ssim:
+            with torch.no_grad():
+                x = torch.from_numpy(ref_rgb.astype(np.float32) / rgb_max).unsqueeze(0)
+                y = torch.from_numpy(dec_rgb.astype(np.float32) / rgb_max).unsqueeze(0)
+                acc["ms_ssim"] += float(m.ms_ssim(x, y).mean())
+        n += 1
+    extra = 0
+    for _ in timed:   # the decoder must not return more frames than were coded
+        extra += 1
+    if extra:
+        raise OutputError(f"{src.name}: decoder returned {n + extra} frames, expected {n}")
+    out = {k: v / n for k, v in acc.items()}
+    if not with_ms_ssim:
+        out["ms_ssim"] = None
+    out["frames_measured"] = n
+    out["decode_s"] = timed.seconds
+    return out
+
+
+# ---- one point -----------------------------------------------------------------------------------------------
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(text))
+
+
+def point_key(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig) -> dict:
+    key = {
+        "harness": HARNESS_VERSION, "source": src.identity(), "codec": curve.codec, "setting": pt.setting,
+        "param": pt.param, "value": pt.value, "ms_ssim": cfg.ms_ssim,
+    }
+    if curve.is_anchor:
+        key["backend"] = baselines.backend_version(baselines.resolve_backend(cfg.anchor_backend))
+    else:
+        key["overrides"] = _plugin_overrides(pt, cfg)
+    return key
+
+
+def _plugin_overrides(pt: PointSpec, cfg: EvalConfig) -> dict:
+    ov = dict(cfg.overrides)
+    if pt.param == "epochs":
+        ov["epochs"] = pt.value
+    return ov
+
+
+def cache_path(out: Path, src: Source, curve: Curve, pt: PointSpec, key: dict) -> Path:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    name = f"{_slug(curve.codec)}-{_slug(pt.setting)}-{pt.param}{_slug(pt.value)}-{digest}.json"
+    return out / "cache" / _slug(src.dataset) / _slug(src.name) / name
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _load_cached(path: Path, key: dict) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    return data.get("result")
+
+
+def _run_anchor_point(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig, stream: Path) -> dict:
+    anchor = baselines.get_anchor(curve.codec)
+    enc = baselines.encode(src, anchor, pt.setting, int(pt.value), stream.with_suffix(anchor.ext),
+                           cfg.anchor_backend)
+    try:
+        q = measure(src, baselines.decode_planes(enc.stream_path, src.pix_fmt), "yuv", cfg.ms_ssim)
+    finally:
+        if not cfg.keep_streams:
+            enc.stream_path.unlink(missing_ok=True)
+    return {"stream_bytes": enc.stream_bytes, "encode_s": enc.encode_s, "command": enc.command,
+            "backend": enc.backend, "encoder_options": enc.options,
+            "stream": str(enc.stream_path) if cfg.keep_streams else None, **q}
+
+
+def _load_api():
+    try:
+        return importlib.import_module("nvc_pipe.api")
+    except ImportError as e:
+        raise ConfigError(f"plugin codecs need nvc_pipe.api, which cannot be imported ({e})") from e
+
+
+def _run_plugin_point(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig, stream: Path,
+                      get_input: Callable[[], tuple[Path, object]]) -> dict:
+    api = _load_api()
+    inp, raw = get_input()
+    overrides = _plugin_overrides(pt, cfg)
+    stream = stream.with_suffix(".nvc")
+    stream.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    report = api.encode_file(str(inp), str(stream), codec=curve.codec, preset=pt.setting,
+                             overrides=overrides or None, device=cfg.device, raw=raw, progress=cfg.progress)
+    encode_s = time.perf_counter() - t0
+    report = dict(report or {})
+    nbytes = int(report.get("stream_bytes") or stream.stat().st_size)
+    q = measure(src, api.decode_frames(str(stream), device=cfg.device), "rgb", cfg.ms_ssim)
+    keep = {k: report[k] for k in ("bpp", "stream_bytes", "psnr_rgb_db", "ms_ssim", "time_s") if k in report}
+    cmd = (f"nvc_pipe.api.encode_file({str(inp)!r}, {str(stream)!r}, codec={curve.codec!r}, "
+           f"preset={pt.setting!r}, overrides={overrides!r}, device={cfg.device!r}"
+           + (f", raw={raw!r}" if raw is not None else "") + ")")
+    return {"stream_bytes": nbytes, "encode_s": encode_s, "command": cmd, "backend": "nvc_pipe.api",
+            "encoder_options": overrides, "stream": str(stream), "codec_report": keep, **q}
+
+
+# ---- the sweep -----------------------------------------------------------------------------------------------
+
+def _progress_bar(total: int, enabled: bool):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, unit="pt", desc="eval", disable=not enabled, dynamic_ncols=True)
+
+
+def run_eval(cfg: EvalConfig) -> EvalResult:
+    """Run (or resume) the sweep, then write results.json/.csv/.md and the RD plots under ``cfg.out``."""
+    from . import report as report_mod
+
+    if not cfg.codecs:
+        raise ConfigError("no codecs to evaluate")
+    if any(c.is_anchor for c in cfg.codecs):
+        backend = baselines.resolve_backend(cfg.anchor_backend)
+        for c in cfg.codecs:
+            if c.is_anchor:
+                baselines.check_available(baselines.get_anchor(c.codec), backend)
+    if any(not c.is_anchor for c in cfg.codecs):
+        _load_api()
+    if cfg.anchor and not any(cfg.anchor in (c.label, c.codec) for c in cfg.codecs):
+        raise ConfigError(f"--anchor {cfg.anchor!r} is none of the codecs given "
+                          f"({', '.join(c.label for c in cfg.codecs)})")
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output directory {out}: {e}") from e
+    sources = open_dataset(cfg.dataset, cfg.root, sequences=cfg.sequences, frames=cfg.frames, crop=cfg.crop,
+                           size=cfg.size, fps=cfg.fps)
+
+    jobs = []
+    for src in sources:
+        for curve in cfg.codecs:
+            for pt in curve.points:
+                key = point_key(src, curve, pt, cfg)
+                jobs.append((src, curve, pt, key, cache_path(out, src, curve, pt, key)))
+
+    points: list[dict] = []
+    computed = cached = 0
+    bar = _progress_bar(len(jobs), cfg.progress)
+    tmp_inputs: dict[str, Path] = {}
+    try:
+        for i, (src, curve, pt, key, cpath) in enumerate(jobs):
+            if bar is not None:
+                bar.set_description(f"{src.name} {curve.label} {pt.param}={pt.value}")
+            result = _load_cached(cpath, key)
+            if result is None:
+                result = _compute(src, curve, pt, cfg, out, cpath, tmp_inputs)
+                _write_json_atomic(cpath, {"key": key, "result": result})
+                computed += 1
+            else:
+                cached += 1
+            points.append(result)
+            if bar is not None:
+                bar.update(1)
+            nxt = jobs[i + 1][0] if i + 1 < len(jobs) else None
+            if nxt is not src and src.name in tmp_inputs:   # done with this sequence: drop its y4m copy
+                tmp_inputs.pop(src.name).unlink(missing_ok=True)
+    finally:
+        if bar is not None:
+            bar.close()
+        for p in tmp_inputs.values():
+            p.unlink(missing_ok=True)
+        _remove_empty_dirs(out / "tmp")
+
+    rep = report_mod.build_report(points, cfg, sources)
+    paths = report_mod.write_all(rep, out, plots=cfg.plots)
+    return EvalResult(points, computed, cached, rep, paths)
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    if not top.is_dir():
+        return
+    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    try:
+        top.rmdir()
+    except OSError:
+        pass
+
+
+def _compute(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig, out: Path, cpath: Path,
+             tmp_inputs: dict[str, Path]) -> dict:
+    rel = cpath.parent.relative_to(out / "cache") / cpath.stem
+    # Plugin streams are always kept (expensive to make); anchor streams only with keep_streams.
+    stream = (out / "streams" / rel) if (cfg.keep_streams or not curve.is_anchor) else (out / "tmp" / "streams" / rel)
+
+    def get_input():
+        # The original raw file needs no copy when nothing is cropped or cut; otherwise write a .y4m once.
+        if src.kind == "raw" and not src.crop and src.frames == src.frames_in_file:
+            from nvc_pipe.media.demux import RawOptions  # lazily: the media package is the lead's
+
+            return src.path, RawOptions(size=(src.width, src.height), fps=src.fps, pix_fmt=src.pix_fmt)
+        if src.kind == "container" and not src.crop and src.frames == src.frames_in_file:
+            return src.path, None
+        if src.name not in tmp_inputs:
+            name = f"{_slug(src.name)}-{src.out_width}x{src.out_height}-{src.frames}f.y4m"
+            p = out / "tmp" / _slug(src.dataset) / name
+            tmp_inputs[src.name] = write_y4m(src, p)
+        return tmp_inputs[src.name], None
+
+    if curve.is_anchor:
+        res = _run_anchor_point(src, curve, pt, cfg, stream)
+    else:
+        res = _run_plugin_point(src, curve, pt, cfg, stream, get_input)
+    m = _metrics()
+    bpp = m.bpp(res["stream_bytes"], src.frames, src.out_width, src.out_height)
+    return {
+        **src.describe(), "codec": curve.codec, "curve": curve.label, "setting": pt.setting, "param": pt.param,
+        "value": pt.value, "bpp": bpp, **res,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def is_finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

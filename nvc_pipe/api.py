@@ -20,6 +20,7 @@ import torch
 from . import __version__
 from .bitstream.spec import (MAGIC, AccessUnit, SequenceHeader, check_access_unit, pack_stream_header,
                              parse_stream_header, split_access_units)
+from .checkpoint import Checkpoint, input_identity
 from .errors import BitstreamError, ConfigError, InputError
 from .media.clip import VideoInfo, yuv_planes
 from .media.demux import RawOptions, open_video
@@ -97,6 +98,14 @@ class _Quality:
             y = torch.from_numpy(reference.astype(np.float32) / m)[None]
             self.ssim.append(float(ms_ssim(x, y)[0]))
 
+    def values(self) -> dict:
+        return {"rgb": self.rgb, "yuv": self.yuv, "ssim": self.ssim}
+
+    def extend(self, values: dict) -> None:
+        self.rgb += values["rgb"]
+        self.yuv += values["yuv"]
+        self.ssim += values["ssim"]
+
     def summary(self) -> dict:
         mean = lambda v: round(sum(v) / len(v), 4) if v else None  # noqa: E731
         return {"psnr_rgb_db": mean(self.rgb), "psnr_yuv_db": mean(self.yuv), "ms_ssim": mean(self.ssim)}
@@ -104,8 +113,13 @@ class _Quality:
 
 def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", preset: str | None = None,
                 overrides: dict | None = None, device: str = "auto", raw: RawOptions | None = None,
-                segment_frames: int | None = None, container: str | None = None, progress: bool = True) -> dict:
-    """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name)."""
+                segment_frames: int | None = None, container: str | None = None, progress: bool = True,
+                resume: bool = False) -> dict:
+    """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
+
+    Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
+    the directory is removed on success; `resume=True` continues an interrupted encode from there.
+    """
     plugin = load_codec(codec)
     cfg = resolve_preset(plugin, preset, overrides)
     dev = resolve_device(device)
@@ -116,24 +130,39 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         raise ConfigError("--segment-frames must be positive")
     t_start = time.perf_counter()
     aus, pts, segments = [], [], []
+    ckpt = None
+    if input_path != "-" or resume:
+        key = {"input": input_identity(input_path) if os.path.isfile(input_path) else input_path,
+               "codec": plugin.name, "model": plugin.config_to_dict(cfg), "train": dataclasses.asdict(cfg.train),
+               "segment_frames": segment_frames, "raw": dataclasses.asdict(raw) if raw else None,
+               "device": dev.type, "payload_version": plugin.payload_version}
+        ckpt = Checkpoint(output_path, key, resume)
+    model_cfg = plugin.config_from_dict(plugin.config_to_dict(cfg))
     with open_video(input_path, raw) as src:
         info = src.info
         quality = _Quality(info)
         for seg in src.segments(segment_frames):
-            work = run_stages(plugin.stages(cfg), Work(seg, info, cfg, dev, progress))
-            au = AccessUnit(seg.index, seg.start, seg.rgb.shape[0], work.payload)
-            au_bytes = au.to_bytes()
-            # Measure what the decoder will really produce: parse the AU bytes back and render them.
-            decoded = AccessUnit.from_bytes(au_bytes)
-            model_cfg = plugin.config_from_dict(plugin.config_to_dict(cfg))
-            for k, frame in enumerate(render_access_unit(plugin, model_cfg, info.width, info.height, decoded,
-                                                         info.max_value, dev)):
-                quality.add(frame, seg.rgb[k])
+            done = ckpt.segment(seg.index) if ckpt else None
+            if done is not None:
+                au_bytes, meta = done
+                quality.extend(meta.pop("quality"))
+            else:
+                work = run_stages(plugin.stages(cfg), Work(seg, info, cfg, dev, progress), ckpt)
+                au_bytes = AccessUnit(seg.index, seg.start, seg.rgb.shape[0], work.payload).to_bytes()
+                # Measure what the decoder will really produce: parse the AU bytes back and render them.
+                seg_quality = _Quality(info)
+                for k, frame in enumerate(render_access_unit(plugin, model_cfg, info.width, info.height,
+                                                             AccessUnit.from_bytes(au_bytes), info.max_value, dev)):
+                    seg_quality.add(frame, seg.rgb[k])
+                meta = {"index": seg.index, "first_frame": seg.start, "frames": seg.rgb.shape[0],
+                        "bytes": len(au_bytes), **work.report}
+                if ckpt:
+                    ckpt.save_segment(seg.index, au_bytes, {**meta, "quality": seg_quality.values()})
+                quality.extend(seg_quality.values())
+                del work
             aus.append(au_bytes)
             pts.extend(int(p) for p in seg.pts)
-            segments.append({"index": seg.index, "first_frame": seg.start, "frames": au.frame_count,
-                             "bytes": len(au_bytes), **work.report})
-            del work
+            segments.append(meta)
         source_path = src.path
     if not aus:
         raise InputError(f"no video frames in {input_path}")
@@ -151,6 +180,8 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         packets = [Packet(a, pts[s["first_frame"]], _segment_duration(pts, s, info)) for a, s in zip(aus, segments)]
         tags = {"NVC_CODEC": plugin.name, "NVC_VERSION": __version__, "title": f"nvc-pipe {plugin.name} stream"}
         write_mkv(output_path, header, packets, info, tags, copy_from=source_path)
+    if ckpt:
+        ckpt.remove()
     file_bytes = _file_size(output_path)
     n = len(pts)
     return {

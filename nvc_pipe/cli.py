@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from fractions import Fraction
 
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--seed", type=_positive, help="random seed (default 0)")
     enc.add_argument("--segment-frames", type=_positive, help="frames per temporal segment (default: whole clip)")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    enc.add_argument("--resume", action="store_true",
+                     help="continue an interrupted encode from its checkpoints (OUTPUT.nvc-partial/)")
     enc.add_argument("--json", action="store_true", help="print the encode report as JSON")
     enc.add_argument("-y", "--overwrite", action="store_true", help="overwrite the output if it exists")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -150,12 +153,12 @@ def _check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
 def _cmd_encode(args) -> int:
     from .api import encode_file
 
-    _check_output(args.output, args.overwrite, [args.input])
+    _check_output(args.output, args.overwrite or args.resume, [args.input])
     overrides = {"epochs": args.epochs, "prune_epochs": args.prune_epochs, "qat_epochs": args.qat_epochs,
                  "batch_size": args.batch_size, "seed": args.seed}
     report = encode_file(args.input, args.output, codec=args.codec, preset=args.preset, overrides=overrides,
                          device=args.device, raw=_raw(args), segment_frames=args.segment_frames,
-                         container=args.format, progress=not args.quiet and not args.json)
+                         container=args.format, progress=not args.quiet and not args.json, resume=args.resume)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -246,13 +249,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    # SIGTERM unwinds like Ctrl-C, so atomic outputs and temp files are cleaned up on the way out.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return handler(args)
     except NvcError as exc:
         _fail(f"{PROG} {args.command}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        _fail(f"{PROG} {args.command}: interrupted")
+        hint = " (continue with --resume)" if args.command == "encode" else ""
+        _fail(f"{PROG} {args.command}: interrupted{hint}")
         return 130
     except BrokenPipeError:
         _fail(f"{PROG} {args.command}: error: output pipe closed")
@@ -262,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _fail(f"{PROG} {args.command}: internal error: {type(exc).__name__}: {exc} (set NVC_DEBUG=1 for details)")
         return 1
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _fail(line: str) -> None:

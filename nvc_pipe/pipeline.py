@@ -7,6 +7,7 @@ into `work.payload`, the bytes of one access unit. Each stage records its wall t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 import torch
 
 from .bitstream.tensors import TensorRecord
+from .checkpoint import Checkpoint, restore_stage
+from .errors import NvcError
 
 if TYPE_CHECKING:
     from .media.clip import Segment, VideoInfo
@@ -40,18 +43,53 @@ class Work:
 
 
 class Stage(NamedTuple):
+    """`checkpoint=True` marks an expensive stage whose result (model + masks) is saved for `--resume`."""
+
     name: str
     run: Callable[[Work], Work]
+    checkpoint: bool = False
 
 
-def run_stages(stages: list[Stage], work: Work) -> Work:
-    """Run `stages` in order on one segment; time each."""
+def run_stages(stages: list[Stage], work: Work, checkpoint: "Checkpoint | None" = None) -> Work:
+    """Run `stages` in order on one segment; time each; skip those a checkpoint already holds.
+
+    Cheap stages (patch, init, quantize, entropy) always run; checkpointed ones up to the last saved are skipped
+    and the saved model state is loaded in their place. CUDA out-of-memory in a stage halves the batch and
+    retries that stage (with a warning) until the batch is one.
+    """
     times = work.report.setdefault("time_s", {})
-    for stage in stages:
+    saved = checkpoint.stage_state(work.segment.index) if checkpoint else None
+    names = [s.name for s in stages]
+    skip_until = names.index(saved["stage"]) if saved and saved["stage"] in names else -1
+    for i, stage in enumerate(stages):
+        if stage.checkpoint and i <= skip_until:
+            if i == skip_until:
+                restore_stage(work, saved)
+                log.info("segment %d: resumed after %s", work.segment.index, stage.name)
+            continue
         t0 = time.perf_counter()
         log.info("segment %d: %s", work.segment.index, stage.name)
-        work = stage.run(work)
+        work = _run_with_oom_fallback(stage, work)
         if work.device.type == "cuda":
             torch.cuda.synchronize(work.device)
         times[stage.name] = round(time.perf_counter() - t0, 3)
+        if stage.checkpoint and checkpoint is not None:
+            checkpoint.save_stage(work.segment.index, stage.name, work.model, work.masks, work.report)
     return work
+
+
+def _run_with_oom_fallback(stage: Stage, work: Work) -> Work:
+    while True:
+        try:
+            return stage.run(work)
+        except torch.cuda.OutOfMemoryError:
+            batch = work.config.train.batch_size
+            if batch <= 1:
+                raise NvcError(f"out of GPU memory in {stage.name} even with batch 1 "
+                               "(try a smaller preset, --segment-frames, or --device cpu)") from None
+            torch.cuda.empty_cache()
+            train = dataclasses.replace(work.config.train, batch_size=batch // 2)
+            work.config = dataclasses.replace(work.config, train=train)
+            work.report.setdefault("warnings", []).append(f"{stage.name}: out of GPU memory, batch {batch} -> "
+                                                          f"{batch // 2}")
+            log.warning("out of GPU memory in %s: retrying with batch %d", stage.name, batch // 2)

@@ -103,7 +103,11 @@ def fit(work: Work, *, stage: str, epochs: int, lr_at: Callable[[int, int], floa
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    gen = torch.Generator().manual_seed(cfg.seed + zlib.crc32(stage.encode()))  # not hash(): salted per process
+    # Each stage reseeds everything it draws from (patch order, Quant-Noise masks) from the config, so a run
+    # resumed at a stage boundary matches an uninterrupted one. zlib.crc32, not hash(): hash is salted.
+    stage_seed = cfg.seed + zlib.crc32(stage.encode())
+    gen = torch.Generator().manual_seed(stage_seed)
+    torch.manual_seed(stage_seed)
     n_patches = data.origins.shape[0]
     batch = min(cfg.batch_size, n_patches)
     steps_per_epoch = max(1, n_patches // batch)
@@ -149,11 +153,16 @@ def fit(work: Work, *, stage: str, epochs: int, lr_at: Callable[[int, int], floa
     return history
 
 
-def run(work: Work, build_model: Callable[[Work], torch.nn.Module]) -> Work:
-    """Stage entry point: build the plugin's model for this segment and train it (main stage)."""
-    cfg: TrainConfig = work.config.train
-    torch.manual_seed(cfg.seed)
+def init(work: Work, build_model: Callable[[Work], torch.nn.Module]) -> Work:
+    """Stage entry point: build the plugin's model for this segment, seeded (cheap; re-run on resume)."""
+    torch.manual_seed(work.config.train.seed)
     work.model = build_model(work).to(work.device)
+    return work
+
+
+def run(work: Work) -> Work:
+    """Stage entry point: train the model (main stage)."""
+    cfg: TrainConfig = work.config.train
     total = cfg.epochs
 
     def lr_at(step: int, steps_per_epoch: int) -> float:

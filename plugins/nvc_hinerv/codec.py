@@ -1,6 +1,6 @@
 """HiNeRV as an nvc-pipe video codec plugin: presets, the encode pipeline, and segment decoding.
 
-    segment frames ─▶ patch ─▶ overfit ─▶ prune ─▶ qat ─▶ quantize ─▶ entropy_code ─▶ AU payload
+    segment frames ─▶ patch ─▶ init ─▶ overfit ─▶ prune ─▶ qat ─▶ quantize ─▶ entropy_code ─▶ AU payload
     AU payload ─▶ tensor records ─▶ dequantize ─▶ HiNeRV(config, T, Hc, Wc) ─▶ frames (cropped to H×W)
 
 The sequence header carries the architecture (`HiNeRVConfig.to_dict()`); the payload is the tensor records of
@@ -93,9 +93,10 @@ class HiNeRVCodec:
 
         return [
             Stage("patch", partial(patch.run, multiple=scale_product(preset.model))),
-            Stage("overfit", partial(overfit.run, build_model=build)),
-            Stage("prune", partial(prune.run, prunable=prunable_parameters)),
-            Stage("qat", qat.run),
+            Stage("init", partial(overfit.init, build_model=build)),
+            Stage("overfit", overfit.run, checkpoint=True),
+            Stage("prune", partial(prune.run, prunable=prunable_parameters), checkpoint=True),
+            Stage("qat", qat.run, checkpoint=True),
             Stage("quantize", quantize.run),
             Stage("entropy", entropy_code.run),
         ]

@@ -1,0 +1,118 @@
+"""Encode checkpoints for `nvc encode --resume`: finished segments and finished training stages, on disk.
+
+Directory `<output>.nvc-partial/` next to the output, removed when the encode succeeds:
+
+    key.json                 what the checkpoint is valid for (input identity, codec, full config, segmenting)
+    seg00003.au              a finished segment: its access-unit bytes
+    seg00003.json            its report and per-frame quality
+    seg00003.state.npz       the model after the last finished training stage of an unfinished segment
+    seg00003.state.json      which stage that was, and the report so far
+
+Arrays go through `np.savez` and come back with `allow_pickle=False`; JSON for the rest: no pickle. Every file
+is written to a temporary name and renamed, so a kill leaves either the old or the new version. Training stages
+reseed their random generators from the config, so resuming at a stage boundary gives the same bytes as an
+uninterrupted run (on the same device).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, OutputError
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class Checkpoint:
+    """Checkpoint store for one output file."""
+
+    def __init__(self, output_path: str, key: dict, resume: bool) -> None:
+        self.dir = Path(output_path + ".nvc-partial")
+        self.key = json.dumps(key, sort_keys=True, default=str)
+        try:
+            if self.dir.exists() and resume:
+                found = (self.dir / "key.json").read_text() if (self.dir / "key.json").exists() else ""
+                if found != self.key:
+                    raise ConfigError(f"{self.dir} was made with other input or settings; run without --resume")
+            elif self.dir.exists():
+                shutil.rmtree(self.dir)
+            elif resume:
+                raise ConfigError(f"nothing to resume: {self.dir} does not exist")
+        except OSError as exc:
+            raise OutputError(f"cannot keep checkpoints in {self.dir}: {exc.strerror}") from None
+
+    def _ensure_dir(self) -> None:
+        """Created on the first save, so a run that fails before any work leaves nothing behind."""
+        if not self.dir.exists():
+            self.dir.mkdir()
+            _write_atomic(self.dir / "key.json", self.key.encode())
+
+    # finished segments
+    def segment(self, index: int) -> tuple[bytes, dict] | None:
+        au, meta = self.dir / f"seg{index:05d}.au", self.dir / f"seg{index:05d}.json"
+        if not (au.exists() and meta.exists()):
+            return None
+        return au.read_bytes(), json.loads(meta.read_text())
+
+    def save_segment(self, index: int, au: bytes, meta: dict) -> None:
+        self._ensure_dir()
+        _write_atomic(self.dir / f"seg{index:05d}.au", au)
+        _write_atomic(self.dir / f"seg{index:05d}.json", json.dumps(meta).encode())
+        for suffix in (".state.npz", ".state.json"):
+            (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
+
+    # finished stages of the segment in progress
+    def stage_state(self, index: int) -> dict | None:
+        meta = self.dir / f"seg{index:05d}.state.json"
+        arrays = self.dir / f"seg{index:05d}.state.npz"
+        if not (meta.exists() and arrays.exists()):
+            return None
+        state = json.loads(meta.read_text())
+        with np.load(arrays, allow_pickle=False) as z:
+            state["arrays"] = {k: z[k] for k in z.files}
+        return state
+
+    def save_stage(self, index: int, stage: str, model: torch.nn.Module, masks: dict, report: dict) -> None:
+        self._ensure_dir()
+        arrays = {f"p:{n}": p.detach().float().cpu().numpy() for n, p in model.named_parameters()}
+        arrays.update({f"m:{n}": m.cpu().numpy() for n, m in masks.items()})
+        tmp = self.dir / f"seg{index:05d}.state.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self.dir / f"seg{index:05d}.state.npz")
+        _write_atomic(self.dir / f"seg{index:05d}.state.json", json.dumps({"stage": stage, "report": report}).encode())
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def restore_stage(work, state: dict) -> None:
+    """Load a saved stage state into `work` (model parameters, masks, report)."""
+    params = dict(work.model.named_parameters())
+    with torch.no_grad():
+        for key, value in state["arrays"].items():
+            kind, name = key.split(":", 1)
+            if kind == "p":
+                params[name].copy_(torch.from_numpy(value))
+            else:
+                work.masks[name] = torch.from_numpy(value).to(work.device)
+    work.report.update(state["report"])
+
+
+def input_identity(path: str) -> dict:
+    """What identifies an input file for resuming (path, size, mtime; stdin cannot be resumed)."""
+    if path == "-":
+        raise ConfigError("--resume needs a file input, not stdin")
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha1_head": hashlib.sha1(Path(path).open("rb").read(1 << 20)).hexdigest()}

@@ -39,8 +39,8 @@ test-fast: install ffmpeg ## the suite without tests marked slow
 lint: install ## ruff, if installed
 	$(BIN)/python -m ruff check nvc_pipe plugins tests || true
 
-bench-gpu: ## GPU benchmark table (run on the GPU machine; see docs/perf.md)
-	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) -m nvc_pipe.bench
+bench-gpu: ## GPU benchmark table (on the GPU machine, after gpu-prep's wheels; see docs/perf.md)
+	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) -m nvc_pipe.bench --device cuda
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf out build dist *.egg-info .pytest_cache

@@ -48,6 +48,7 @@ class TrainConfig:
     bits: int = 6
     eval_every: int = 30  # epochs; 0 = only at the end of each stage
     seed: int = 0
+    compile: bool = False  # torch.compile the model for the overfit and prune stages (worth it on GPU)
 
 
 def cosine_lr(step: int, total: int, warmup: int, lr: float, warmup_lr: float, min_lr: float) -> float:
@@ -112,6 +113,9 @@ def fit(work: Work, *, stage: str, epochs: int, lr_at: Callable[[int, int], floa
     batch = min(cfg.batch_size, n_patches)
     steps_per_epoch = max(1, n_patches // batch)
     whole_frames = data.patch == data.coded_size
+    if cfg.compile and forward is default_forward:
+        compiled = torch.compile(model)
+        forward = lambda _m, t, yx, size: compiled(t, yx, size)  # noqa: E731
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr_at(0, steps_per_epoch), betas=(0.9, 0.999), eps=1e-8,
                            **({"fused": True} if device.type == "cuda" else {}))

@@ -141,6 +141,27 @@ def decode_laplace(data: bytes, means: np.ndarray, scales: np.ndarray, lo: int, 
     return np.asarray(out, dtype=np.int64)
 
 
+class LaplaceDecoder:
+    """Stateful counterpart of `encode_laplace`: decode one block over several calls (autoregressive models,
+    where the next symbols' means/scales depend on the symbols decoded so far)."""
+
+    def __init__(self, data: bytes, lo: int, hi: int) -> None:
+        if len(data) % 4:
+            raise BitstreamError("corrupt stream: Laplace block is not whole 32-bit words")
+        self._model = constriction.stream.model.QuantizedLaplace(lo, hi)
+        self._decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+
+    def decode(self, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        try:
+            out = self._decoder.decode(self._model, np.asarray(means, dtype=np.float64).reshape(-1),
+                                       np.asarray(scales, dtype=np.float64).reshape(-1))
+        except BaseException as exc:  # pyo3 PanicException is a BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise BitstreamError(f"corrupt stream: Laplace decoding failed ({type(exc).__name__})") from None
+        return np.asarray(out, dtype=np.int64)
+
+
 def empirical_entropy_bits(symbols: np.ndarray) -> float:
     """Total information content of `symbols` under their own exact histogram (the coder's lower bound)."""
     flat = np.asarray(symbols).reshape(-1)

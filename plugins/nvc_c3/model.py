@@ -1,0 +1,226 @@
+"""C3 decoder architecture: config, patch layout, latent grids, trilinear upsampling, synthesis, MACs.
+
+One C3 model per spatio-temporal patch (C3, Kim et al. CVPR 2024; §1 of the reference notes):
+
+    K latent grids  g_k: ⌈T/2^k⌉ × ⌈H/2^k⌉ × ⌈W/2^k⌉ (one channel each, zero-initialised)
+      symbols       ŷ_k = Q(2^k · g_k / q_step)          (fixed gain 2^k; Q = proxy in training, round at coding)
+      upsample      ŷ_k · q_step → T × H × W, trilinear, half-pixel centres (no parameters)
+      synthesis     per-pixel MLP (K → widths → 3, GELU) → x + conv(x) → x + conv(GELU(x)) (3×3 per frame or
+                    3×3×3, replicate padding, zero-initialised) → clip to [0, 1]
+    ARM per grid (or one shared) over the symbols: see arm.py.
+
+`C3Config` is exactly what a decoder needs (sequence-header JSON; `from_dict` is strict). Patches tile a segment
+on a grid of ⌈T/pt⌉ × ⌈H/ph⌉ × ⌈W/pw⌉ and each axis is split into near-equal parts (sizes differ by at most one),
+so edge patches are never slivers; a short segment or a small video simply gives smaller patches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .arm import LEARNED_GRIDS, Arm, Offsets, arm_macs, full_context, learned_context
+
+CONTEXTS = ("full", "learned")
+
+
+@dataclass(frozen=True)
+class C3Config:
+    """Decoder-side architecture of every patch of a stream."""
+
+    num_grids: int = 5
+    q_step: float = 0.3  # latent quantization step (symbols = latent / q_step)
+    synthesis_widths: tuple[int, ...] = (12, 12)
+    per_frame_conv: bool = True  # residual convs 3×3 per frame (True) or 3×3×3
+    arm_widths: tuple[int, ...] = (2, 2)
+    arm_per_grid: bool = True  # one ARM per grid ("cond") or one shared by all ("no_cond")
+    context: str = "full"  # "full" (1,4,4) mask or "learned" previous-frame window
+    patch_frames: int = 30
+    patch_height: int = 180
+    patch_width: int = 240
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_grids <= 12:
+            raise ValueError("num_grids must be in 1..12")
+        if not (math.isfinite(self.q_step) and 1e-3 <= self.q_step <= 16):
+            raise ValueError("q_step must be in [1e-3, 16]")
+        if any(not 1 <= w <= 512 for w in self.synthesis_widths + self.arm_widths):
+            raise ValueError("layer widths must be in 1..512")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}")
+        if self.context == "learned" and not self.arm_per_grid:
+            raise ValueError("the learned context needs per-grid ARMs (grids differ in context)")
+        if any(not 1 <= v <= 65536 for v in (self.patch_frames, self.patch_height, self.patch_width)):
+            raise ValueError("patch sizes must be in 1..65536")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "C3Config":
+        """Inverse of `to_dict`: every key required, none unknown, exact JSON types; ValueError otherwise."""
+        if not isinstance(d, dict):
+            raise ValueError("config must be a JSON object")
+        kinds = {f.name: f.type for f in fields(cls)}
+        if set(d) != set(kinds):
+            missing, unknown = sorted(set(kinds) - set(d)), sorted(set(d) - set(kinds))
+            raise ValueError(f"keys differ: missing {missing}, unknown {unknown}")
+        kw = {}
+        for key, val in d.items():
+            kind = kinds[key]
+            if kind.startswith("tuple"):
+                if not isinstance(val, list) or not val or not all(_is_int(v) for v in val):
+                    raise ValueError(f"{key} must be a non-empty list of ints")
+                val = tuple(val)
+            elif kind == "bool":
+                if not isinstance(val, bool):
+                    raise ValueError(f"{key} must be a bool")
+            elif kind == "float":
+                if not (_is_int(val) or isinstance(val, float)):
+                    raise ValueError(f"{key} must be a number")
+                val = float(val)
+            elif kind == "str":
+                if not isinstance(val, str):
+                    raise ValueError(f"{key} must be a string")
+            elif not _is_int(val):
+                raise ValueError(f"{key} must be an int")
+            kw[key] = val
+        return cls(**kw)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def _split(n: int, target: int) -> list[tuple[int, int]]:
+    """(start, size) of ⌈n/target⌉ near-equal parts of n."""
+    parts = -(-n // target)
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (i < extra)
+        out.append((start, size))
+        start += size
+    return out
+
+
+def patch_boxes(cfg: C3Config, frames: int, height: int, width: int) -> list[tuple[int, int, int, int, int, int]]:
+    """(t0, y0, x0, pt, ph, pw) of every patch, ordered by time chunk, then row, then column."""
+    return [(t0, y0, x0, pt, ph, pw)
+            for t0, pt in _split(frames, cfg.patch_frames)
+            for y0, ph in _split(height, cfg.patch_height)
+            for x0, pw in _split(width, cfg.patch_width)]
+
+
+def grid_shapes(shape: tuple[int, int, int], num_grids: int) -> list[tuple[int, int, int]]:
+    t, h, w = shape
+    return [(-(-t // 2**k), -(-h // 2**k), -(-w // 2**k)) for k in range(num_grids)]
+
+
+def grid_contexts(cfg: C3Config, windows: list[tuple[int, int]] | None) -> list[Offsets]:
+    """Context offsets of each grid (`windows`: learned previous-frame window per grid < LEARNED_GRIDS)."""
+    if cfg.context == "full":
+        return [full_context()] * cfg.num_grids
+    return [learned_context(windows[k] if k < LEARNED_GRIDS else None) for k in range(cfg.num_grids)]
+
+
+def num_windows(cfg: C3Config) -> int:
+    return min(LEARNED_GRIDS, cfg.num_grids) if cfg.context == "learned" else 0
+
+
+# ---------------------------------------------------------------------------------------------- networks
+def upsample(grid: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear resize with half-pixel centres (jax.image.resize 'bilinear' on 3-D), no parameters."""
+    if tuple(grid.shape) == tuple(size):
+        return grid
+    return F.interpolate(grid[None, None], size=size, mode="trilinear", align_corners=False)[0, 0]
+
+
+class Synthesis(nn.Module):
+    """Per-pixel MLP (GELU) + two zero-initialised residual 3-channel convs."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], per_frame_conv: bool):
+        super().__init__()
+        dims = (in_channels, *widths, 3)
+        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.per_frame_conv = per_frame_conv
+        conv = nn.Conv2d if per_frame_conv else nn.Conv3d
+        self.res = nn.ModuleList(conv(3, 3, 3) for _ in range(2))
+        with torch.no_grad():
+            for c in self.res:
+                c.weight.zero_()
+                c.bias.zero_()
+
+    def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """x: (T, 3, H, W); replicate padding, valid convolution."""
+        if self.per_frame_conv:
+            return self.res[i](F.pad(x, (1, 1, 1, 1), mode="replicate"))
+        v = F.pad(x.permute(1, 0, 2, 3)[None], (1, 1, 1, 1, 1, 1), mode="replicate")
+        return self.res[i](v)[0].permute(1, 0, 2, 3)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(T, H, W, K) upsampled latents → (T, H, W, 3), not clipped."""
+        h = feats
+        for i, layer in enumerate(self.mlp):
+            h = layer(h)
+            if i < len(self.mlp) - 1:
+                h = F.gelu(h)
+        x = h.permute(0, 3, 1, 2)
+        x = x + self._conv(0, x)
+        x = x + self._conv(1, F.gelu(x))
+        return x.permute(0, 2, 3, 1)
+
+
+class PatchModel(nn.Module):
+    """Latent grids + synthesis + ARM(s) of one patch of shape (T, H, W)."""
+
+    def __init__(self, cfg: C3Config, shape: tuple[int, int, int], windows: list[tuple[int, int]] | None = None,
+                 contexts: list[Offsets] | None = None):
+        """`windows`: learned previous-frame windows; `contexts` overrides the contexts (mask-learning probe)."""
+        super().__init__()
+        self.cfg, self.shape = cfg, tuple(shape)
+        self.windows = list(windows) if windows is not None else [(0, 0)] * num_windows(cfg)
+        self.latents = nn.ParameterList(nn.Parameter(torch.zeros(s)) for s in grid_shapes(self.shape, cfg.num_grids))
+        self.synthesis = Synthesis(cfg.num_grids, cfg.synthesis_widths, cfg.per_frame_conv)
+        contexts = contexts or grid_contexts(cfg, self.windows)
+        n_arms = cfg.num_grids if cfg.arm_per_grid else 1
+        self.arms = nn.ModuleList(Arm(contexts[k], cfg.arm_widths) for k in range(n_arms))
+
+    def arm(self, k: int) -> Arm:
+        return self.arms[k if self.cfg.arm_per_grid else 0]
+
+    def unquantized_symbols(self, k: int) -> torch.Tensor:
+        """2^k · g_k / q_step: the grid in symbol units before quantization."""
+        return self.latents[k] * (2.0**k / self.cfg.q_step)
+
+    def render(self, symbols: list[torch.Tensor]) -> torch.Tensor:
+        """Symbols per grid (float) → (T, H, W, 3) reconstruction, not clipped."""
+        feats = torch.stack([upsample(s * self.cfg.q_step, self.shape) for s in symbols], dim=-1)
+        return self.synthesis(feats)
+
+    def network_parameters(self) -> dict[str, nn.Parameter]:
+        """Everything but the latents: what travels as tensor records."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("latents.")}
+
+
+# ---------------------------------------------------------------------------------------------- cost
+def macs_per_pixel(cfg: C3Config, boxes: list[tuple[int, ...]]) -> float:
+    """Decoder MACs per pixel with C3's own counting (utils/macs.py): ARM per latent, MLP, residual convs, and
+    16 MACs per upsampled grid; averaged over the patches by pixel count."""
+    total = pixels = 0
+    for *_, pt, ph, pw in boxes:
+        n = pt * ph * pw
+        contexts = grid_contexts(cfg, [(0, 0)] * num_windows(cfg))
+        arm = sum(math.prod(s) * arm_macs(len(contexts[k]), cfg.arm_widths)
+                  for k, s in enumerate(grid_shapes((pt, ph, pw), cfg.num_grids)))
+        dims = (cfg.num_grids, *cfg.synthesis_widths, 3)
+        mlp = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+        res = 2 * (81 if cfg.per_frame_conv else 243)
+        total += arm + n * (mlp + res + 16 * (cfg.num_grids - 1))
+        pixels += n
+    return total / max(pixels, 1)

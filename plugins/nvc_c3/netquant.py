@@ -1,0 +1,223 @@
+"""Post-training quantization of one patch: latent symbols, power-of-two weight steps by a costed search, and the
+exact coder parameters the integer ARM gives (what the encoder codes with and the decoder recomputes).
+
+Network weights are held as `nvc_pipe.bitstream.tensors.TensorRecord`s (integers q, one scale 2^−k per tensor).
+The step is a power of two because the integer ARM shifts by k (arm.py); synthesis weights use the same scheme.
+They are coded as zero-mean quantized Laplace symbols with one scale per tensor (b = mean |q|, sent as fp16), as
+C3 costs them: the shared categorical blocks of tensors.py carry a histogram per tensor, which for C3's networks
+of a few hundred to a few thousand parameters costs more than the weights themselves (measured: 725 parameters,
+2119 bytes with histograms against about 500 with Laplace). Four exponents are chosen — ARM weights, ARM biases,
+synthesis weights, synthesis biases — greedily in that order (Cool-chic style; C3 grid-searches two float steps),
+each minimising the real cost
+
+    MSE(clip(x̂_q)) + λ · (latent bits under the integer ARM + weight bits) / pixels.
+
+Latent symbols are round(2^k·g_k / q_step), clamped to ±255 (the latent alphabet). Information content is
+reported under the coder's model: the Laplace mass with constriction's leaky floor (each of the n alphabet bins
+keeps at least 2^−24).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nvc_pipe.bitstream.tensors import QuantizedTensor, TensorRecord
+from nvc_pipe.errors import BitstreamError
+
+from .arm import (SYMBOL_MAX, IntLayer, all_contexts, coder_params, decode_permutation, int_arm_forward,
+                  wavefront_slope)
+from .model import PatchModel, upsample
+from .presets import Preset
+from .quantizer import laplace_bits
+
+MAX_EXP = 24  # fp16 holds 2^−24 exactly (smallest subnormal)
+WEIGHT_MAX = (1 << 15) - 1  # weight alphabet −32767..32767
+WEIGHT_SCALE_MIN, WEIGHT_SCALE_MAX = 0.05, 30000.0
+TENSOR_HEADER_BITS = 24  # exponent u8 + Laplace scale fp16
+CODER_FLOOR = 2.0**-24  # constriction's leaky quantizer: smallest probability of a bin
+CHUNK = 1 << 16  # positions per integer-ARM batch at encode time
+GROUPS = ("arm_weight", "arm_bias", "synthesis_weight", "synthesis_bias")
+
+
+@dataclass
+class PatchCode:
+    """Everything the payload needs for one patch, plus the encoder's own measurements."""
+
+    records: list[TensorRecord]
+    grids: list[torch.Tensor]  # int64 symbols per grid (T_k, H_k, W_k), CPU
+    symbols: np.ndarray  # int32, all grids in decode order
+    means: np.ndarray  # float64, decode order
+    scales: np.ndarray
+    estimate_bits: float  # Σ −log2 P under the exact coder parameters (coder's model, no 16-bit cap)
+    crc: int  # CRC-32 of `symbols` as little-endian int16
+    exps: dict[str, int]
+
+
+def information_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, alphabet: int) -> float:
+    """Σ −log2 P under the coder's model: Laplace mass, leaky floor 2^−24 per bin over `alphabet` bins."""
+    bits = laplace_bits(torch.from_numpy(symbols.astype(np.float64)), torch.from_numpy(means),
+                        torch.from_numpy(scales), max_bits=200.0)
+    p = torch.exp2(-bits) * (1 - alphabet * CODER_FLOOR) + CODER_FLOOR
+    return float(-torch.log2(p).sum())
+
+
+def weight_scale(q: np.ndarray) -> float:
+    """Laplace scale of a tensor's integers: the ML estimate mean |q|, clamped, rounded to fp16 (as sent)."""
+    b = float(np.abs(q).mean()) if q.size else 0.0
+    return float(np.float16(min(max(b, WEIGHT_SCALE_MIN), WEIGHT_SCALE_MAX)))
+
+
+def network_bits(records: list[TensorRecord]) -> float:
+    """Information content of the weights under their per-tensor Laplace models (tensor headers not included)."""
+    q = np.concatenate([r.quant.q.reshape(-1) for r in records])
+    b = np.concatenate([np.full(r.quant.q.size, weight_scale(r.quant.q)) for r in records])
+    return information_bits(q, np.zeros(q.size), b, 2 * WEIGHT_MAX + 1)
+
+
+def group_of(name: str, ndim: int) -> str:
+    return ("arm_" if name.startswith("arms.") else "synthesis_") + ("weight" if ndim > 1 else "bias")
+
+
+def pow2_record(name: str, x: torch.Tensor, exp: int) -> TensorRecord | None:
+    """x quantized to integers · 2^−exp as a kind-1 record; None if an integer needs more than 16 bits."""
+    q = torch.round(x.detach().double().cpu() * 2.0**exp).to(torch.int64).numpy()
+    if q.size and int(np.abs(q).max()) > WEIGHT_MAX:
+        return None
+    scale = np.full((1,) * x.ndim, 2.0**-exp, dtype=np.float16)
+    return TensorRecord(name, tuple(x.shape), quant=QuantizedTensor(q, scale, -1, 16))
+
+
+def record_exponent(rec: TensorRecord) -> int:
+    """k of a record whose single scale is 2^−k, 0 ≤ k ≤ 24; BitstreamError otherwise (the integer ARM needs it)."""
+    if rec.quant is None or rec.quant.scale.size != 1:
+        raise BitstreamError(f"corrupt C3 payload: {rec.name} must be a quantized tensor with one scale")
+    mant, e = np.frexp(float(rec.quant.scale.reshape(-1)[0]))
+    if mant != 0.5 or not 0 <= 1 - e <= MAX_EXP:
+        raise BitstreamError(f"corrupt C3 payload: {rec.name} scale is not a power of two in 2^-24..1")
+    return int(1 - e)
+
+
+def int_layers(records: dict[str, TensorRecord], prefix: str) -> list[IntLayer]:
+    """The integer layers of the ARM whose records start with `prefix` ("arms.0.")."""
+    layers, i = [], 0
+    while f"{prefix}layers.{i}.weight" in records:
+        w, b = records[f"{prefix}layers.{i}.weight"], records[f"{prefix}layers.{i}.bias"]
+        layers.append(IntLayer(w.quant.q.astype(np.int64).reshape(w.shape), record_exponent(w),
+                               b.quant.q.astype(np.int64).reshape(-1), record_exponent(b)))
+        i += 1
+    return layers
+
+
+def arm_prefix(cfg, k: int) -> str:
+    """Record-name prefix of grid k's ARM."""
+    return f"arms.{k if cfg.arm_per_grid else 0}."
+
+
+def quantized_symbols(model: PatchModel) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return [torch.round(model.unquantized_symbols(k)).clamp(-SYMBOL_MAX, SYMBOL_MAX).to(torch.int64).cpu()
+                for k in range(len(model.latents))]
+
+
+def grid_coder_params(model: PatchModel, layers: list[IntLayer], k: int, symbols: torch.Tensor):
+    """(means, scales) of every position of grid k, raster order, from the integer ARM."""
+    ctx = all_contexts(symbols, model.arm(k).offsets).numpy()
+    mus, raws = zip(*(int_arm_forward(layers, ctx[i : i + CHUNK]) for i in range(0, ctx.shape[0], CHUNK)))
+    return coder_params(np.concatenate(mus), np.concatenate(raws))
+
+
+def latent_code(model: PatchModel, records: dict[str, TensorRecord], symbols: list[torch.Tensor]):
+    """(symbols, means, scales) in decode order and the exact information content in bits."""
+    out_s, out_m, out_b = [], [], []
+    for k, s in enumerate(symbols):
+        means, scales = grid_coder_params(model, int_layers(records, arm_prefix(model.cfg, k)), k, s)
+        perm = decode_permutation(tuple(s.shape), wavefront_slope(model.arm(k).offsets))
+        out_s.append(s.reshape(-1).numpy()[perm])
+        out_m.append(means[perm])
+        out_b.append(scales[perm])
+    syms, means, scales = (np.concatenate(v) for v in (out_s, out_m, out_b))
+    return syms.astype(np.int32), means, scales, information_bits(syms, means, scales, 2 * SYMBOL_MAX + 1)
+
+
+def symbols_crc(symbols: np.ndarray) -> int:
+    return zlib.crc32(symbols.astype("<i2").tobytes())
+
+
+def load_network(model: PatchModel, records: dict[str, TensorRecord]) -> PatchModel:
+    """Copy the records' decoded values (q · 2^−k, exact in float32) into the model's network parameters."""
+    with torch.no_grad():
+        for name, p in model.network_parameters().items():
+            p.copy_(torch.from_numpy(records[name].values()).reshape(p.shape).to(p.device))
+    return model
+
+
+def render_patch(model: PatchModel, symbols: list[torch.Tensor]) -> torch.Tensor:
+    """Decoder's reconstruction of a patch from integer symbols: (T, H, W, 3) in [0, 1]."""
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        return model.render([s.to(dev, torch.float32) for s in symbols]).clamp(0, 1)
+
+
+def _records(model: PatchModel, exps: dict[str, int]) -> list[TensorRecord] | None:
+    out = []
+    for name, p in model.network_parameters().items():
+        rec = pow2_record(name, p, exps[group_of(name, p.ndim)])
+        if rec is None:
+            return None
+        out.append(rec)
+    return out
+
+
+def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> PatchCode:
+    """Choose the four weight exponents by the costed greedy search; return the patch's code."""
+    c3 = preset.c3
+    symbols = quantized_symbols(model)
+    pixels = target[..., 0].numel()
+    dev = target.device
+    with torch.no_grad():
+        feats = torch.stack([upsample(s.to(dev, torch.float32) * model.cfg.q_step, model.shape) for s in symbols], -1)
+
+    probe = copy.deepcopy(model.synthesis)  # the synthesis with quantized weights
+    mse_cache: dict[tuple, float] = {}
+    rate_cache: dict[tuple, float] = {}
+
+    def cost(exps: dict[str, int]) -> float:
+        records = _records(model, exps)
+        if records is None:
+            return math.inf
+        by_name = {r.name: r for r in records}
+        syn_key = (exps["synthesis_weight"], exps["synthesis_bias"])
+        if syn_key not in mse_cache:
+            with torch.no_grad():
+                for n, p in probe.named_parameters():
+                    p.copy_(torch.from_numpy(by_name["synthesis." + n].values()).reshape(p.shape))
+                mse_cache[syn_key] = float(F.mse_loss(probe(feats).clamp(0, 1), target))
+        arm_key = (exps["arm_weight"], exps["arm_bias"])
+        if arm_key not in rate_cache:
+            rate_cache[arm_key] = latent_code(model, by_name, symbols)[3]
+        bits = rate_cache[arm_key] + network_bits(records) + TENSOR_HEADER_BITS * len(records)
+        return mse_cache[syn_key] + c3.rd_lambda * bits / pixels
+
+    exps = {"arm_weight": 8, "arm_bias": 10, "synthesis_weight": 10, "synthesis_bias": 12}
+    choices = {"arm_weight": c3.arm_weight_exps, "arm_bias": c3.arm_bias_exps,
+               "synthesis_weight": c3.synthesis_weight_exps, "synthesis_bias": c3.synthesis_bias_exps}
+    for group in GROUPS:
+        scored = [(cost({**exps, group: e}), e) for e in choices[group]]
+        best_cost, best_e = min(scored)
+        if math.isfinite(best_cost):
+            exps[group] = best_e
+    records = _records(model, exps)
+    while records is None and min(exps.values()) > 0:  # every candidate overflowed 16 bits: coarser steps
+        exps = {g: max(0, e - 2) for g, e in exps.items()}
+        records = _records(model, exps)
+    if records is None:
+        raise RuntimeError("C3 network weights too large to quantize to 16 bits")
+    syms, means, scales, bits = latent_code(model, {r.name: r for r in records}, symbols)
+    return PatchCode(records, symbols, syms, means, scales, bits, symbols_crc(syms), exps)

@@ -1,0 +1,107 @@
+"""C3 presets: decoder architecture (`C3Config`), C3's training schedule (`C3Train`), and the shared `TrainConfig`.
+
+The CLI reads `preset.train` (a `nvc_pipe.stages.overfit.TrainConfig`): `epochs` is the number of stage-1 steps
+(per patch), `lr` its initial learning rate, `grad_clip` the global-norm clip, `seed` the seed; pruning and QAT are
+off (C3 has neither). Everything else C3-specific lives in `preset.c3` (reference notes §2):
+
+* stage 1: soft-rounding T 0.3 → 0.1 and Kumaraswamy a 1.75 → 1.0 (linear), cosine LR from 1e-2 to 0;
+* stage 2: straight-through rounding (gradient of s_T, T = 1e-4), Adam at 1e-4, ×0.8 after 20 steps without
+  improvement, stop below 1e-8; the best parameters seen are kept;
+* loss MSE + λ·bits/pixels (λ = `rd_lambda`); network weights are not in the loss.
+
+Paper-like presets follow C3's λ → patch-size rule (`patch_size_for_lambda`) and its three video ARM variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from nvc_pipe.stages.overfit import TrainConfig
+
+from .model import C3Config
+
+
+@dataclass(frozen=True)
+class C3Train:
+    """C3's own schedule (encoder only; nothing here is needed to decode)."""
+
+    rd_lambda: float = 1e-3
+    temperature: tuple[float, float] = (0.3, 0.1)  # soft-rounding T, start → end of stage 1
+    kumaraswamy_a: tuple[float, float] = (1.75, 1.0)  # noise shape, start → end of stage 1
+    stage2_steps: int = 10_000  # upper bound; stops earlier when the LR falls below stage2_min_lr
+    stage2_lr: float = 1e-4
+    stage2_patience: int = 20
+    stage2_factor: float = 0.8
+    stage2_min_lr: float = 1e-8
+    ste_temperature: float = 1e-4
+    rate_cap_bits: float = 16.0  # C3 caps each latent's rate in the loss
+    init_bias_with_mean: bool = True  # last MLP bias = the patch's mean RGB (C3's b_last_init_input_mean)
+    mask_steps: int = 1000  # learned context: steps of the throw-away run that picks the windows
+    mask_radius: int = 32  # … over a (2r + 1)² previous-frame search area
+    # power-of-two step exponents tried for the network weights (step = 2^−k), a costed greedy search
+    arm_weight_exps: tuple[int, ...] = (5, 6, 7, 8, 9, 10, 11)
+    arm_bias_exps: tuple[int, ...] = (6, 8, 10, 12, 14)
+    synthesis_weight_exps: tuple[int, ...] = (5, 6, 7, 8, 9, 10, 11, 12)
+    synthesis_bias_exps: tuple[int, ...] = (6, 8, 10, 12, 14)
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: C3Config
+    train: TrainConfig
+    c3: C3Train = field(default_factory=C3Train)
+    description: str = ""
+
+
+def patch_size_for_lambda(rd_lambda: float) -> tuple[int, int, int]:
+    """C3's UVG rule (configs/uvg.py): bigger patches at low rate spread the network cost over more pixels."""
+    if rd_lambda > 1e-3:
+        return 75, 270, 320
+    if rd_lambda > 2e-4:
+        return 60, 180, 240
+    return 30, 180, 240
+
+
+def _train(steps: int, lr: float = 1e-2) -> TrainConfig:
+    return TrainConfig(epochs=steps, warmup_epochs=0, lr=lr, warmup_lr=lr, min_lr=0.0, batch_size=1, patch_size=None,
+                       grad_clip=1e-2, prune_ratio=0.0, prune_epochs=0, qat_epochs=0, eval_every=0)
+
+
+def _paper(rd_lambda: float, variant: str) -> Preset:
+    pt, ph, pw = patch_size_for_lambda(rd_lambda)
+    arch = {
+        "cond": dict(num_grids=5, arm_widths=(2, 2), arm_per_grid=True, context="full"),
+        "nocond": dict(num_grids=6, arm_widths=(16, 16), arm_per_grid=False, context="full"),
+        "learned": dict(num_grids=6, arm_widths=(8, 8), arm_per_grid=True, context="learned"),
+    }[variant]
+    model = C3Config(q_step=0.3, synthesis_widths=(32, 32), per_frame_conv=True, patch_frames=pt, patch_height=ph,
+                     patch_width=pw, **arch)
+    return Preset(model, _train(100_000), C3Train(rd_lambda=rd_lambda),
+                  f"C3 paper-like, {variant} ARM, λ={rd_lambda:g}, {pt}×{ph}×{pw} patches, 100k+10k steps (GPU)")
+
+
+PRESETS: dict[str, Preset] = {
+    "c3-tiny": Preset(
+        C3Config(num_grids=3, q_step=0.3, synthesis_widths=(8,), arm_widths=(4,), arm_per_grid=False,
+                 patch_frames=8, patch_height=32, patch_width=32),
+        _train(150), C3Train(rd_lambda=1e-3, stage2_steps=15, stage2_patience=3, mask_steps=20,
+                                     mask_radius=4, arm_weight_exps=(6, 8, 10), arm_bias_exps=(8, 12),
+                                     synthesis_weight_exps=(6, 8, 10), synthesis_bias_exps=(8, 12)),
+        "test-size: 3 grids, one shared ARM, 150+15 steps"),
+    "c3-fast": Preset(
+        C3Config(num_grids=5, q_step=0.3, synthesis_widths=(12, 12), arm_widths=(2, 2), arm_per_grid=True,
+                 patch_frames=16, patch_height=72, patch_width=96),
+        _train(400), C3Train(rd_lambda=1e-3, stage2_steps=100, mask_steps=100, mask_radius=8),
+        "CPU-friendly: C3 default video widths, per-grid ARMs, 16×72×96 patches, 400+100 steps"),
+    "c3-high": _paper(1e-4, "cond"),
+    "c3-mid": _paper(5e-4, "cond"),
+    "c3-low": _paper(2e-3, "cond"),
+    "c3-mid-nocond": _paper(5e-4, "nocond"),
+    "c3-mid-learned": _paper(5e-4, "learned"),
+}
+DEFAULT_PRESET = "c3-fast"
+
+
+def with_lambda(preset: Preset, rd_lambda: float) -> Preset:
+    """The preset at another λ (patch size unchanged)."""
+    return replace(preset, c3=replace(preset.c3, rd_lambda=rd_lambda))

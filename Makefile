@@ -36,8 +36,8 @@ test: install ffmpeg ## run the test suite (CPU, a few minutes)
 test-fast: install ffmpeg ## the suite without tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: install ## ruff, if installed
-	$(BIN)/python -m ruff check nvc_pipe plugins tests || true
+lint: install ## ruff (pyflakes + pycodestyle rules, see pyproject.toml)
+	$(BIN)/pip install -q ruff && $(BIN)/ruff check nvc_pipe plugins tests benchmarks
 
 bench-gpu: ## GPU benchmark table (on the GPU machine, after gpu-prep's wheels; see docs/perf.md)
 	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) -m nvc_pipe.bench --device cuda

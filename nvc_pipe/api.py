@@ -341,7 +341,8 @@ def inspect_file(path: str) -> dict:
         "colorspace": seq.colorspace, "fps": str(seq.fps), "time_base": str(seq.time_base), "frames": n,
         "duration_s": round(float(duration), 4), "segments": seq.segment_count, "file_bytes": size,
         "stream_bytes": stream, "sequence_header_bytes": header_bytes,
-        "bpp": round(bpp(stream, n, seq.width, seq.height), 6), "bpp_file": round(bpp(size, n, seq.width, seq.height), 6),
+        "bpp": round(bpp(stream, n, seq.width, seq.height), 6),
+        "bpp_file": round(bpp(size, n, seq.width, seq.height), 6),
         "kbps": round(8 * stream / max(float(duration), 1e-9) / 1000, 2), "codec_config": seq.codec_config,
         "access_units": units,
     }

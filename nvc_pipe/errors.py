@@ -37,3 +37,12 @@ class OutputError(NvcError, OSError):
     """An output cannot be written (the partial file is removed)."""
 
     exit_code = 4
+
+
+def one_line(exc: BaseException) -> str:
+    """A short reason for an exception: FFmpeg's/the OS's error text without the file name, else its first line."""
+    reason = getattr(exc, "strerror", None)
+    if isinstance(reason, str) and reason.strip():
+        return reason.strip().splitlines()[0]
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

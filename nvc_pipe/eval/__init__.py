@@ -2,6 +2,6 @@
 metrics on the same frames for every codec, BD-rate / BD-PSNR, JSON/CSV/markdown reports and RD plots.
 
 Modules: :mod:`.datasets`, :mod:`.baselines`, :mod:`.bdrate`, :mod:`.runner`, :mod:`.report`, :mod:`.plots`,
-:mod:`.published`, :mod:`.cli` (``nvc eval``). Importing this package stays light (no torch, PyAV, SciPy or matplotlib): `nvc` builds its
-parser from it on every run.
+:mod:`.published`, :mod:`.cli` (``nvc eval``). Importing this package stays light (no torch, PyAV, SciPy or
+matplotlib): `nvc` builds its parser from it on every run.
 """

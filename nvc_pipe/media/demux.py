@@ -25,8 +25,9 @@ from typing import Any, Iterator
 import av
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, one_line
 from .clip import Segment, VideoInfo, frame_to_rgb, guess_colorspace, normalize_pix_fmt, to_fraction
+from .mux import open_input
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,6 @@ class RawOptions:
     pix_fmt: str | None = None
 
 
-def _one_line(exc: BaseException) -> str:
-    """A short reason for an exception: FFmpeg's/the OS's error text without the file name, else its first line."""
-    reason = getattr(exc, "strerror", None)
-    if isinstance(reason, str) and reason.strip():
-        return reason.strip().splitlines()[0]
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
 
 def is_raw_path(path: str) -> bool:
     """True for file names that are read as headerless raw video (``.yuv``, ``.rgb``, ``.raw``)."""
@@ -74,7 +67,7 @@ def _raw_params(path: str, raw: RawOptions | None) -> tuple[int, int, Fraction, 
         width, height = (int(v) for v in raw.size)  # type: ignore[union-attr]
         fps = Fraction(raw.fps) if not isinstance(raw.fps, Fraction) else raw.fps
     except (TypeError, ValueError, ZeroDivisionError) as exc:
-        raise ConfigError(f"bad raw options for {path}: {_one_line(exc)}") from exc
+        raise ConfigError(f"bad raw options for {path}: {one_line(exc)}") from exc
     if width <= 0 or height <= 0 or fps <= 0:
         raise ConfigError(f"bad raw options for {path}: size {width}x{height}, fps {fps}")
     try:
@@ -96,7 +89,7 @@ def _open_raw(path: str, raw: RawOptions | None) -> tuple[Any, Fraction]:
     try:
         container = av.open(path, format="rawvideo", options=options)
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise InputError(f"cannot open {path} as raw {pix_fmt} {width}x{height}: {_one_line(exc)}") from exc
+        raise InputError(f"cannot open {path} as raw {pix_fmt} {width}x{height}: {one_line(exc)}") from exc
     return container, fps
 
 
@@ -105,15 +98,8 @@ def _open_container(path: str) -> Any:
         try:
             return av.open(sys.stdin.buffer, format="yuv4mpegpipe")
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise InputError(f"cannot read y4m from standard input: {_one_line(exc)}") from exc
-    if not os.path.exists(path):
-        raise InputError(f"cannot open {path}: no such file")
-    if os.path.isdir(path):
-        raise InputError(f"cannot open {path}: is a directory")
-    try:
-        return av.open(path)
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot open {path}: {_one_line(exc)}") from exc
+            raise InputError(f"cannot read y4m from standard input: {one_line(exc)}") from exc
+    return open_input(path)
 
 
 class VideoSource:
@@ -136,7 +122,7 @@ class VideoSource:
             streams = list(container.streams.video)
         except (av.FFmpegError, AttributeError) as exc:  # pragma: no cover - defensive
             self.close()
-            raise InputError(f"cannot read streams of {name}: {_one_line(exc)}") from exc
+            raise InputError(f"cannot read streams of {name}: {one_line(exc)}") from exc
         if not streams:
             self.close()
             raise InputError(f"no video stream in {name}")
@@ -207,7 +193,7 @@ class VideoSource:
         except InputError:
             raise
         except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
-            raise InputError(f"cannot decode {self.name}: {_one_line(exc)}") from exc
+            raise InputError(f"cannot decode {self.name}: {one_line(exc)}") from exc
 
     def _decode_raw(self) -> Iterator[av.VideoFrame]:
         # The rawvideo demuxer cuts the file into frame-sized packets; a short last packet is a partial frame.
@@ -266,7 +252,7 @@ class VideoSource:
             try:
                 rgb = frame_to_rgb(frame, info)
             except (av.FFmpegError, ValueError) as exc:
-                raise InputError(f"cannot convert frame {index} of {self.name}: {_one_line(exc)}") from exc
+                raise InputError(f"cannot convert frame {index} of {self.name}: {one_line(exc)}") from exc
             yield rgb, pts
 
     def segments(self, frames_per_segment: int | None) -> Iterator[Segment]:
@@ -373,7 +359,7 @@ def count_frames(path: str, raw: RawOptions | None = None) -> int:
             try:
                 packet = next((p for p in container.demux(container.streams.video[0]) if p.size), None)
             except (av.FFmpegError, OSError) as exc:
-                raise InputError(f"cannot read {path}: {_one_line(exc)}") from exc
+                raise InputError(f"cannot read {path}: {one_line(exc)}") from exc
             frame_size = packet.size if packet is not None else 0
             if frame_size <= 0:
                 return 0
@@ -393,6 +379,6 @@ def count_frames(path: str, raw: RawOptions | None = None) -> int:
         try:
             return sum(1 for p in container.demux(stream) if p.size)
         except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"cannot read {path}: {_one_line(exc)}") from exc
+            raise InputError(f"cannot read {path}: {one_line(exc)}") from exc
     finally:
         container.close()

@@ -65,7 +65,7 @@ from typing import Any, Iterable, Iterator
 
 import av
 
-from ..errors import BitstreamError, ConfigError, InputError, OutputError
+from ..errors import BitstreamError, ConfigError, InputError, OutputError, one_line
 from .clip import VideoInfo, to_fraction
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,6 @@ class Packet:
     pts: int
     duration: int
 
-
-def _one_line(exc: BaseException) -> str:
-    """A short reason for an exception: FFmpeg's/the OS's error text without the file name, else its first line."""
-    reason = getattr(exc, "strerror", None)
-    if isinstance(reason, str) and reason.strip():
-        return reason.strip().splitlines()[0]
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -139,7 +131,7 @@ def atomic_output(path: str) -> Iterator[str]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{ext}", dir=directory)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or _one_line(exc)}") from exc
+        raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
     os.close(fd)
     try:
         yield tmp
@@ -151,7 +143,7 @@ def atomic_output(path: str) -> Iterator[str]:
         os.replace(tmp, path)
     except OSError as exc:
         _remove_quietly(tmp)
-        raise OutputError(f"cannot write {path}: {exc.strerror or _one_line(exc)}") from exc
+        raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
 
 
 def _remove_quietly(path: str) -> None:
@@ -186,7 +178,7 @@ def open_input(path: str, what: str = "input") -> Any:
     try:
         return av.open(path)
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot open {what} {path}: {_one_line(exc)}") from exc
+        raise InputError(f"cannot open {what} {path}: {one_line(exc)}") from exc
 
 
 def packet_time(packet: Any) -> Fraction | None:
@@ -240,7 +232,7 @@ def copy_streams(source: Any, output: Any, *, skip_nvc: bool = True, label: str 
             out = output.add_stream_from_template(stream)
         except (ValueError, TypeError, av.FFmpegError) as exc:
             log.warning("%s: cannot copy %s stream %d (%s): %s; dropped", label, stream.type, stream.index, codec,
-                        _one_line(exc))
+                        one_line(exc))
             continue
         for key, value in stream.metadata.items():
             if str(key).upper() not in ("DURATION", "ENCODER") and not str(key).upper().startswith("_STATISTICS"):
@@ -276,7 +268,7 @@ class PacketPump:
                     continue  # demux() ends every stream with an empty flush packet
                 yield packet
         except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"cannot read {self._label}: {_one_line(exc)}") from exc
+            raise InputError(f"cannot read {self._label}: {one_line(exc)}") from exc
 
     def _mux(self, packet: Any) -> None:
         out = self._mapping[packet.stream.index]
@@ -325,7 +317,7 @@ def _mux_params(meta: dict[str, str], path: str) -> tuple[Fraction, Fraction | N
         fps = Fraction(fps_text) if fps_text else None
         pts0 = int(_tag(meta, _TAG_PTS0) or 0)
     except (ValueError, ZeroDivisionError) as exc:
-        raise BitstreamError(f"bad NVC track tags in {path}: {_one_line(exc)}") from exc
+        raise BitstreamError(f"bad NVC track tags in {path}: {one_line(exc)}") from exc
     if tb <= 0 or (fps is not None and fps <= 0):
         raise BitstreamError(f"bad NVC track tags in {path}: time base {tb}, fps {fps}")
     return tb, fps, pts0
@@ -340,7 +332,7 @@ def _open_mkv(path: str) -> Any:
     try:
         return av.open(path)
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise BitstreamError(f"cannot read {path}: not a readable Matroska file ({_one_line(exc)})") from exc
+        raise BitstreamError(f"cannot read {path}: not a readable Matroska file ({one_line(exc)})") from exc
 
 
 def carrier_offset(path: str) -> Fraction | None:
@@ -377,7 +369,7 @@ def _carrier_offset(container: Any, path: str) -> Fraction | None:
             if t is not None:
                 return t - pts0 * tb
     except (av.FFmpegError, OSError) as exc:
-        raise BitstreamError(f"corrupt or truncated MKV {path}: {_one_line(exc)}") from exc
+        raise BitstreamError(f"corrupt or truncated MKV {path}: {one_line(exc)}") from exc
     return Fraction(0)
 
 
@@ -405,7 +397,7 @@ def _as_packet(obj: Any, index: int) -> Packet:
     try:
         payload, pts, duration = bytes(obj.payload), int(obj.pts), int(obj.duration)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ValueError(f"access unit {index} is not a Packet: {_one_line(exc)}") from exc
+        raise ValueError(f"access unit {index} is not a Packet: {one_line(exc)}") from exc
     if not payload:
         raise ValueError(f"access unit {index} is empty")
     if duration < 0:
@@ -489,7 +481,7 @@ def _write(
     try:
         output = av.open(tmp, "w", format="matroska")
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise OutputError(f"cannot write {path}: {_one_line(exc)}") from exc
+        raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
     try:
         try:
             stream = output.add_stream(CARRIER_CODEC)
@@ -498,7 +490,7 @@ def _write(
             for key, value in stream_tags.items():
                 stream.metadata[key] = value
         except (av.FFmpegError, ValueError, TypeError) as exc:
-            raise OutputError(f"cannot set up the NVC track of {path}: {_one_line(exc)}") from exc
+            raise OutputError(f"cannot set up the NVC track of {path}: {one_line(exc)}") from exc
         pump = None
         if source is not None:
             mapping = copy_streams(source, output, label=str(source_name))
@@ -507,7 +499,7 @@ def _write(
         try:
             output.start_encoding()  # writes the header now, so an empty stream is still a valid file
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputError(f"cannot write {path}: {_one_line(exc)}") from exc
+            raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
         tb = info.time_base
         last_pts: int | None = None
         warned = False
@@ -530,7 +522,7 @@ def _write(
             try:
                 output.mux(av_packet)
             except (av.FFmpegError, OSError, ValueError) as exc:
-                raise OutputError(f"cannot write {path}: {_one_line(exc)}") from exc
+                raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
             index += 1
             nxt = next(rest, None)
             packet = _as_packet(nxt, index) if nxt is not None else None
@@ -539,7 +531,7 @@ def _write(
         try:
             output.close()
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot write {path}: {_one_line(exc)}") from exc
+            raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
     except BaseException:
         try:
             output.close()
@@ -640,6 +632,6 @@ def _read_packets(
                 f"truncated MKV {path}: the NVC track {ends}, its header says {float(expected_end):.3f} s"
             )
     except (av.FFmpegError, OSError, EOFError) as exc:
-        raise BitstreamError(f"corrupt or truncated MKV {path}: {_one_line(exc)}") from exc
+        raise BitstreamError(f"corrupt or truncated MKV {path}: {one_line(exc)}") from exc
     finally:
         container.close()

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputError
+from ..errors import ConfigError, InputError, OutputError, one_line
 from .clip import (
     SUPPORTED_PIX_FMTS,
     VideoInfo,
@@ -84,13 +84,6 @@ DEFAULT_CODEC_OPTIONS: dict[str, dict[str, str]] = {
 
 RAW_EXTENSIONS = (".yuv", ".raw", ".rgb")
 
-
-def _one_line(exc: BaseException) -> str:
-    reason = getattr(exc, "strerror", None)
-    if isinstance(reason, str) and reason.strip():
-        return reason.strip().splitlines()[0]
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _planes_bytes(planes: list[np.ndarray]) -> bytes:
@@ -254,7 +247,7 @@ class _StreamSink(FrameSink):
                 self._file = open(self._atomic.tmp, "wb", buffering=1 << 20)
             except OSError as exc:
                 self._atomic.discard()
-                raise OutputError(f"cannot write {path}: {_one_line(exc)}") from exc
+                raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
         if y4m:
             self._emit(y4m_header(out_info))
 
@@ -268,7 +261,7 @@ class _StreamSink(FrameSink):
             if exc.errno == errno.EPIPE:
                 self._broken_pipe()
                 raise OutputError("output pipe closed by the reader (broken pipe)") from exc
-            raise OutputError(f"cannot write {self.path}: {_one_line(exc)}") from exc
+            raise OutputError(f"cannot write {self.path}: {one_line(exc)}") from exc
 
     def _broken_pipe(self) -> None:
         self._closed = True
@@ -295,12 +288,12 @@ class _StreamSink(FrameSink):
             self._broken_pipe()
             raise OutputError("output pipe closed by the reader (broken pipe)") from exc
         except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {_one_line(exc)}") from exc
+            raise OutputError(f"cannot write {self.path}: {one_line(exc)}") from exc
         if self._atomic is not None:
             try:
                 self._file.close()
             except OSError as exc:
-                raise OutputError(f"cannot write {self.path}: {_one_line(exc)}") from exc
+                raise OutputError(f"cannot write {self.path}: {one_line(exc)}") from exc
             self._atomic.commit()
 
     def _abort(self) -> None:
@@ -379,7 +372,7 @@ class _EncoderSink(FrameSink):
             try:
                 self._output = av.open(self._atomic.tmp, "w")
             except (av.FFmpegError, ValueError, OSError) as exc:
-                reason = _one_line(exc)
+                reason = one_line(exc)
                 raise OutputError(f"cannot write {path}: no FFmpeg muxer for '{ext or path}' ({reason})") from exc
             codec_name = codec_name or self._output.default_video_codec
             if not codec_name or codec_name == "none":
@@ -406,7 +399,7 @@ class _EncoderSink(FrameSink):
                 except (AttributeError, TypeError, ValueError):  # pragma: no cover - PyAV without setters
                     pass
             except (av.FFmpegError, ValueError, TypeError) as exc:
-                raise ConfigError(f"cannot set up {codec.name} for {path}: {_one_line(exc)}") from exc
+                raise ConfigError(f"cannot set up {codec.name} for {path}: {one_line(exc)}") from exc
             self._stream = stream
             self._codec_name = codec.name
             if audio_from is not None:
@@ -470,7 +463,7 @@ class _EncoderSink(FrameSink):
                 self._pump.until(pts * self.info.time_base)
             self._mux(self._stream.encode(frame))
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot encode {self.path} with {self._codec_name}: {_one_line(exc)}") from exc
+            raise OutputError(f"cannot encode {self.path} with {self._codec_name}: {one_line(exc)}") from exc
 
     def _close(self) -> None:
         if self.frames_written == 0:
@@ -482,7 +475,7 @@ class _EncoderSink(FrameSink):
             output, self._output = self._output, None
             output.close()
         except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot finish {self.path}: {_one_line(exc)}") from exc
+            raise OutputError(f"cannot finish {self.path}: {one_line(exc)}") from exc
         self._close_source()
         self._atomic.commit()
 

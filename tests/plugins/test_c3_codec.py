@@ -18,7 +18,7 @@ import nvc_c3
 from nvc_c3 import PRESETS, arm
 from nvc_c3.codec import integer_frame
 from nvc_c3.model import C3Config
-from nvc_pipe import api, entropy
+from nvc_pipe import api
 from nvc_pipe.bitstream.spec import AccessUnit
 from nvc_pipe.errors import BitstreamError
 from nvc_pipe.media.clip import Segment, VideoInfo

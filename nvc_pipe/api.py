@@ -22,7 +22,8 @@ from .bitstream.spec import (MAGIC, AccessUnit, SequenceHeader, check_access_uni
                              parse_stream_header, split_access_units)
 from .checkpoint import Checkpoint, input_identity
 from .errors import BitstreamError, ConfigError, InputError
-from .media.clip import VideoInfo, yuv_planes
+from .media.clip import VideoInfo
+from .media.convert import yuv_planes
 from .media.demux import RawOptions, open_video
 from .media.mux import Packet, atomic_output, read_mkv, write_mkv
 from .media.sink import open_sink

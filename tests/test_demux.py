@@ -12,17 +12,8 @@ import pytest
 from media_factory import make_audio_only, make_video, pattern_rgb
 
 from nvc_pipe.errors import ConfigError, InputError
-from nvc_pipe.media.clip import (
-    SUPPORTED_PIX_FMTS,
-    Segment,
-    VideoInfo,
-    frame_to_rgb,
-    normalize_pix_fmt,
-    planes_to_frame,
-    plane_shapes,
-    rgb_to_frame,
-    yuv_planes,
-)
+from nvc_pipe.media.clip import SUPPORTED_PIX_FMTS, Segment, VideoInfo, normalize_pix_fmt
+from nvc_pipe.media.convert import frame_to_rgb, plane_shapes, planes_to_frame, rgb_to_frame, yuv_planes
 from nvc_pipe.media.demux import RawOptions, count_frames, open_video
 
 
@@ -283,7 +274,7 @@ def test_yuv_rgb_yuv_roundtrip(pix_fmt, color_range, colorspace):
     src = av.VideoFrame.from_ndarray(pattern_rgb(w, h, 3, deep), format="rgb48le" if deep else "rgb24")
     yuv = src.reformat(format=pix_fmt, dst_colorspace="itu709" if colorspace == "bt709" else "itu601",
                        dst_color_range=2 if color_range == "pc" else 1)
-    from nvc_pipe.media.clip import frame_to_planes
+    from nvc_pipe.media.convert import frame_to_planes
 
     planes = frame_to_planes(yuv)
     assert [p.shape for p in planes] == plane_shapes(pix_fmt, w, h)

@@ -16,7 +16,8 @@ import pytest
 from media_factory import FFMPEG, FFPROBE, make_video, md5, packets_of, pattern_rgb, run
 
 from nvc_pipe.errors import ConfigError, OutputError
-from nvc_pipe.media.clip import VideoInfo, frame_to_planes, yuv_planes
+from nvc_pipe.media.clip import VideoInfo
+from nvc_pipe.media.convert import frame_to_planes, yuv_planes
 from nvc_pipe.media.demux import open_video
 from nvc_pipe.media.mux import Packet, write_mkv
 from nvc_pipe.media.sink import open_sink, pick_pix_fmt

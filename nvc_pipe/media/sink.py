@@ -31,17 +31,8 @@ import av
 import numpy as np
 
 from ..errors import ConfigError, InputError, OutputError, one_line
-from .clip import (
-    SUPPORTED_PIX_FMTS,
-    VideoInfo,
-    avcol_range,
-    avcol_spc,
-    fill_frame,
-    normalize_pix_fmt,
-    pix_fmt_layout,
-    rgb_to_frame,
-    yuv_planes,
-)
+from .clip import SUPPORTED_PIX_FMTS, VideoInfo, normalize_pix_fmt
+from .convert import avcol_range, avcol_spc, fill_frame, pix_fmt_layout, rgb_to_frame, yuv_planes
 from .mux import PacketPump, atomic_output, copy_streams, open_input, source_offset
 
 log = logging.getLogger(__name__)

@@ -54,7 +54,9 @@ PRESETS: dict[str, Preset] = {
     "uvg-s": Preset(MODEL_PRESETS["uvg-s"], _UVG, "official UVG S, 3.19M params at 1920x1080x600"),
     "uvg-m": Preset(MODEL_PRESETS["uvg-m"], _UVG, "official UVG M, 6.49M params at 1920x1080x600"),
     "uvg-l": Preset(MODEL_PRESETS["uvg-l"], _UVG, "official UVG L, 12.8M params at 1920x1080x600"),
+    "fast-s": Preset(MODEL_PRESETS["fast-s"], _FAST, "smaller CPU model (lower rate)"),
     "fast": Preset(MODEL_PRESETS["fast"], _FAST, "small CPU model, whole-frame batches (default)"),
+    "fast-l": Preset(MODEL_PRESETS["fast-l"], _FAST, "larger CPU model (higher rate)"),
     "tiny": Preset(MODEL_PRESETS["tiny"], _TINY, "test-size model, a few epochs"),
 }
 

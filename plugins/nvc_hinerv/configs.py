@@ -114,6 +114,11 @@ PRESETS: dict[str, HiNeRVConfig] = {
     # 67,191 params at 256x144x48, 0.22 GMAC/frame, ~20-25 ms/frame forward on 2 CPU threads.
     "fast": HiNeRVConfig(channels=48, scales=(4, 2, 2), depths=(2, 2, 1), exps=(4.0, 4.0, 1.0),
                          base_grid_frames=12, base_grid_channels=2, local_grid_channels=2),
+    # CPU size ladder around `fast` for RD curves on small crops (same depths/scales, widths 32 and 64).
+    "fast-s": HiNeRVConfig(channels=32, scales=(4, 2, 2), depths=(2, 2, 1), exps=(4.0, 4.0, 1.0),
+                           base_grid_frames=12, base_grid_channels=2, local_grid_channels=2),
+    "fast-l": HiNeRVConfig(channels=64, scales=(4, 2, 2), depths=(2, 2, 1), exps=(4.0, 4.0, 1.0),
+                           base_grid_frames=12, base_grid_channels=4, local_grid_channels=4),
     # Test preset: x4, widths 16/8; 2,587 params at 32x32x4, a few ms per training step.
     "tiny": HiNeRVConfig(channels=16, scales=(2, 2), depths=(1, 1), exps=(2.0, 1.0),
                          base_grid_frames=2, base_grid_channels=1, local_grid_channels=1),

@@ -39,6 +39,9 @@ test-fast: install ffmpeg ## the suite without tests marked slow
 lint: install ## ruff (pyflakes + pycodestyle rules, see pyproject.toml)
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check nvc_pipe plugins tests benchmarks
 
+fuzz: install ## mutate real streams and run them through the decoder (0 crashes/hangs expected)
+	$(BIN)/python -m nvc_pipe.fuzz --cases 10000
+
 bench-gpu: ## GPU benchmark table (on the GPU machine, after gpu-prep's wheels; see docs/perf.md)
 	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) -m nvc_pipe.bench --device cuda
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -83,8 +84,9 @@ def test_cuda_oom_halves_the_batch(media):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return work
 
+    preset = dataclasses.replace(PRESETS["fast"], train=dataclasses.replace(PRESETS["fast"].train, batch_size=4))
     with open_video(str(media["odd"])) as src:
         seg = next(src.segments(None))
-        work = Work(seg, src.info, PRESETS["fast"], torch.device("cpu"), progress=False)
+        work = Work(seg, src.info, preset, torch.device("cpu"), progress=False)
     work = run_stages([Stage("overfit", stage)], work)
     assert seen == [4, 2, 1] and len(work.report["warnings"]) == 2

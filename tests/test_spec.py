@@ -59,3 +59,34 @@ def test_foreign_and_future_streams():
     data[4] = 2
     with pytest.raises(BitstreamError, match="version"):
         parse_stream_header(bytes(data))
+
+
+def test_fuzz_findings_stay_fixed():
+    """Regressions found by `make fuzz`: each was a crash, a hang or an unbounded allocation before."""
+    from nvc_pipe.bitstream.spec import MAX_FRAMES
+
+    # a header claiming the maximum frame count at a constant rate: parsed lazily, no 2^24-element tuple
+    seq = _seq(frame_count=MAX_FRAMES, segment_count=1, pts=range(0, MAX_FRAMES * 2, 2))
+    parsed, _ = parse_stream_header(pack_stream_header(seq))
+    assert isinstance(parsed.pts, range) and parsed.pts[-1] == 2 * (MAX_FRAMES - 1)
+    # a codec config nested deeper than the JSON parser's recursion limit: a clean BitstreamError
+    from nvc_pipe.bitstream.fields import ByteWriter
+
+    head = _seq(codec_config={}).to_bytes()
+    assert head.endswith(b"\x02{}")
+    w = ByteWriter()
+    w.blob(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(BitstreamError, match="not JSON"):
+        SequenceHeader.from_bytes(head[:-3] + bytes(w.getvalue()))
+
+
+def test_mkv_tag_rationals_are_parsed_strictly():
+    """`Fraction("1e99999999")` hangs; tags go through a bounded parser (another fuzz finding)."""
+    from nvc_pipe.media.mux import _parse_duration, _rational
+
+    assert _rational("1/25") == Fraction(1, 25) and _rational(" 90000 ") == 90000
+    for bad in ("1e99999999", "1/0x", "9" * 40, "", "1.5e3"):
+        with pytest.raises(ValueError):
+            _rational(bad)
+    assert _parse_duration("00:00:01.920000000") == Fraction(192, 100)
+    assert _parse_duration("00:00:1e99999999") is None

@@ -19,7 +19,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..errors import BitstreamError
 from .fields import ByteReader, ByteWriter
@@ -29,13 +29,13 @@ VERSION = (1, 0)
 BOX_SEQUENCE = b"SEQH"
 BOX_ACCESS_UNIT = b"AU01"
 MAX_DIMENSION = 1 << 16
-MAX_FRAMES = 1 << 28
+MAX_FRAMES = 1 << 24  # 77 hours at 60 fps
 _BOX_OVERHEAD = 12
 
 TS_CONSTANT, TS_TABLE = 0, 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SequenceHeader:
     """Everything a decoder needs before the first access unit."""
 
@@ -48,10 +48,18 @@ class SequenceHeader:
     time_base: Fraction
     frame_count: int
     segment_count: int
-    pts: tuple[int, ...]
+    pts: Sequence[int]  # a range for constant frame rates
     codec: str
     payload_version: int
     codec_config: dict = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:  # pts may be a range on one side and a tuple on the other
+        if not isinstance(other, SequenceHeader):
+            return NotImplemented
+        mine, theirs = vars(self).copy(), vars(other).copy()
+        return tuple(mine.pop("pts")) == tuple(theirs.pop("pts")) and mine == theirs
+
+    __hash__ = None  # type: ignore[assignment]
 
     def to_bytes(self) -> bytes:
         w = ByteWriter()
@@ -90,7 +98,7 @@ class SequenceHeader:
         payload_version = r.u16("payload_version")
         try:
             config = json.loads(r.blob("codec_config").decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise BitstreamError("corrupt sequence header: codec config is not JSON") from None
         if not isinstance(config, dict):
             raise BitstreamError("corrupt sequence header: codec config is not an object")
@@ -196,7 +204,7 @@ def _write_pts(w: ByteWriter, pts: tuple[int, ...]) -> None:
     if not pts:
         raise ValueError("a sequence needs at least one frame")
     steps = {b - a for a, b in zip(pts, pts[1:])}
-    if len(steps) <= 1:
+    if len(steps) <= 1 and all(d > 0 for d in steps):
         w.u8(TS_CONSTANT, "pts mode")
         w.i64(pts[0], "first pts")
         w.i64(steps.pop() if steps else 1, "pts step")
@@ -207,12 +215,14 @@ def _write_pts(w: ByteWriter, pts: tuple[int, ...]) -> None:
             w.svarint(b - a, "pts delta")
 
 
-def _read_pts(r: ByteReader, n: int) -> tuple[int, ...]:
+def _read_pts(r: ByteReader, n: int) -> Sequence[int]:
     mode = r.u8("pts mode")
     first = r.i64("first pts")
     if mode == TS_CONSTANT:
         step = r.i64("pts step")
-        return tuple(first + i * step for i in range(n))
+        if step <= 0:
+            raise BitstreamError(f"corrupt sequence header: pts step {step}")
+        return range(first, first + n * step, step)  # lazy: a header claiming 2^24 frames costs nothing
     if mode != TS_TABLE:
         raise BitstreamError(f"corrupt sequence header: unknown pts mode {mode}")
     if n - 1 > r.remaining:  # each delta takes at least one byte

@@ -135,7 +135,7 @@ def read_tensors(r: ByteReader, expected: list[tuple[str, tuple[int, ...]]]) -> 
         n_values = numel
         if masked:
             keep = entropy.decode_iid(r, numel)
-            if keep.min() < 0 or keep.max() > 1:
+            if keep.size and (keep.min() < 0 or keep.max() > 1):
                 raise BitstreamError(f"corrupt stream: mask of {name!r} is not binary")
             mask = keep.astype(bool).reshape(shape)
             n_values = int(mask.sum())

@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -310,12 +311,22 @@ def _tag(meta: dict[str, str], key: str) -> str | None:
     return None
 
 
+_RATIONAL = re.compile(r"-?\d{1,18}(/\d{1,18})?")
+
+
+def _rational(text: str) -> Fraction:
+    """A tag value "N" or "N/D" with at most 18 digits each (never `Fraction("1e99999999")`, which hangs)."""
+    if not _RATIONAL.fullmatch(text.strip()):
+        raise ValueError(f"not a small rational: {text[:40]!r}")
+    return Fraction(text.strip())
+
+
 def _mux_params(meta: dict[str, str], path: str) -> tuple[Fraction, Fraction | None, int]:
     try:
-        tb = Fraction(_tag(meta, _TAG_TIME_BASE) or "1/1000")
+        tb = _rational(_tag(meta, _TAG_TIME_BASE) or "1/1000")
         fps_text = _tag(meta, _TAG_FPS)
-        fps = Fraction(fps_text) if fps_text else None
-        pts0 = int(_tag(meta, _TAG_PTS0) or 0)
+        fps = _rational(fps_text) if fps_text else None
+        pts0 = int(_rational(_tag(meta, _TAG_PTS0) or "0"))
     except (ValueError, ZeroDivisionError) as exc:
         raise BitstreamError(f"bad NVC track tags in {path}: {one_line(exc)}") from exc
     if tb <= 0 or (fps is not None and fps <= 0):
@@ -479,7 +490,7 @@ def _write(
     source_name: str | None,
 ) -> None:
     try:
-        output = av.open(tmp, "w", format="matroska")
+        output = av.open(tmp, "w", format="matroska", container_options={"fflags": "+bitexact"})
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
     try:
@@ -556,11 +567,10 @@ def _parse_duration(text: str | None) -> Fraction | None:
     """Seconds of a Matroska ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), ``None`` if absent or unreadable."""
     if not text:
         return None
-    try:
-        hours, minutes, seconds = str(text).strip().split(":")
-        return int(hours) * 3600 + int(minutes) * 60 + Fraction(seconds)
-    except (ValueError, ZeroDivisionError):
+    m = re.fullmatch(r"(\d{1,9}):(\d{1,2}):(\d{1,2}(?:\.\d{1,12})?)", str(text).strip())
+    if not m:
         return None
+    return int(m[1]) * 3600 + int(m[2]) * 60 + Fraction(m[3])
 
 
 def read_mkv(path: str) -> tuple[bytes, dict[str, str], Iterator[Packet]]:
@@ -594,7 +604,7 @@ def _user_tags(meta: dict[str, str]) -> dict[str, str]:
     keys_text = _tag(meta, _TAG_KEYS)
     try:
         keys = json.loads(keys_text) if keys_text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         keys = None
     if isinstance(keys, list):
         return {str(k): (_tag(meta, str(k)) or "") for k in keys}

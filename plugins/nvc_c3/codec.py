@@ -154,7 +154,7 @@ class C3Codec:
     def config_from_dict(self, d: dict) -> C3Config:
         try:
             return C3Config.from_dict(d)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise BitstreamError(f"corrupt sequence header: bad C3 config ({exc})") from None
 
     def stages(self, preset: Preset) -> list[Stage]:

@@ -80,6 +80,13 @@ def _paper(rd_lambda: float, variant: str) -> Preset:
                   f"C3 paper-like, {variant} ARM, λ={rd_lambda:g}, {pt}×{ph}×{pw} patches, 100k+10k steps (GPU)")
 
 
+def _fast(rd_lambda: float, description: str) -> Preset:
+    model = C3Config(num_grids=5, q_step=0.3, synthesis_widths=(12, 12), arm_widths=(2, 2), arm_per_grid=True,
+                     patch_frames=16, patch_height=72, patch_width=96)
+    return Preset(model, _train(400), C3Train(rd_lambda=rd_lambda, stage2_steps=100, mask_steps=100, mask_radius=8),
+                  description)
+
+
 PRESETS: dict[str, Preset] = {
     "c3-tiny": Preset(
         C3Config(num_grids=3, q_step=0.3, synthesis_widths=(8,), arm_widths=(4,), arm_per_grid=False,
@@ -88,11 +95,9 @@ PRESETS: dict[str, Preset] = {
                                      mask_radius=4, arm_weight_exps=(6, 8, 10), arm_bias_exps=(8, 12),
                                      synthesis_weight_exps=(6, 8, 10), synthesis_bias_exps=(8, 12)),
         "test-size: 3 grids, one shared ARM, 150+15 steps"),
-    "c3-fast": Preset(
-        C3Config(num_grids=5, q_step=0.3, synthesis_widths=(12, 12), arm_widths=(2, 2), arm_per_grid=True,
-                 patch_frames=16, patch_height=72, patch_width=96),
-        _train(400), C3Train(rd_lambda=1e-3, stage2_steps=100, mask_steps=100, mask_radius=8),
-        "CPU-friendly: C3 default video widths, per-grid ARMs, 16×72×96 patches, 400+100 steps"),
+    "c3-fast": _fast(1e-3, "CPU-friendly: C3 default video widths, per-grid ARMs, 16×72×96 patches, 400+100 steps"),
+    "c3-fast-hq": _fast(2e-4, "c3-fast at λ=2e-4 (higher rate)"),
+    "c3-fast-lq": _fast(5e-3, "c3-fast at λ=5e-3 (lower rate)"),
     "c3-high": _paper(1e-4, "cond"),
     "c3-mid": _paper(5e-4, "cond"),
     "c3-low": _paper(2e-3, "cond"),

@@ -28,6 +28,10 @@ from .configs import HiNeRVConfig
 from .model import build_model, prunable_parameters
 
 MAX_DECODE_PARAMETERS = 200_000_000
+# A coded parameter costs >= ~2 bits in any real stream (6-bit values, 15 % pruned); 64 per payload byte leaves a
+# 250x margin and stops a tiny crafted payload from making the decoder allocate a huge network.
+PARAMETERS_PER_PAYLOAD_BYTE = 64
+FREE_PARAMETERS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class HiNeRVCodec:
     def config_from_dict(self, d: dict) -> HiNeRVConfig:
         try:
             return HiNeRVConfig.from_dict(d)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise BitstreamError(f"corrupt sequence header: bad HiNeRV config ({exc})") from None
 
     def stages(self, preset: Preset) -> list[Stage]:
@@ -110,8 +114,9 @@ class HiNeRVCodec:
         hc, wc = _coded(height, width, cfg)
         with torch.device("meta"):
             shapes = [(n, tuple(p.shape)) for n, p in segment_model(cfg, num_frames, hc, wc).named_parameters()]
-        if sum(math.prod(s) for _, s in shapes) > MAX_DECODE_PARAMETERS:
-            raise BitstreamError("corrupt stream: the declared model is implausibly large")
+        total = sum(math.prod(s) for _, s in shapes)
+        if total > min(MAX_DECODE_PARAMETERS, FREE_PARAMETERS + PARAMETERS_PER_PAYLOAD_BYTE * len(payload)):
+            raise BitstreamError(f"corrupt stream: a {total}-parameter model cannot be coded in {len(payload)} bytes")
         reader = ByteReader(payload, "HiNeRV payload")
         records = read_tensors(reader, shapes)
         reader.expect_end()

@@ -50,8 +50,16 @@ class HiNeRVConfig:
             raise ValueError("scales, depths and exps must be positive")
         for name in ("kernel_size", "stem_kernel_size"):
             k = getattr(self, name)
-            if k < 1 or k % 2 == 0:
-                raise ValueError(f"{name} must be odd and positive")
+            if k < 1 or k % 2 == 0 or k > 31:
+                raise ValueError(f"{name} must be odd and in 1..31")
+        # Sanity caps far above any preset, so a header cannot ask for an absurd network (docs/reliability.md).
+        caps = {"channels": 4096, "base_grid_frames": 1 << 16, "base_grid_channels": 1024, "base_grid_levels": 8,
+                "local_grid_channels": 1024, "local_grid_levels": 8}
+        for name, cap in caps.items():
+            if getattr(self, name) > cap:
+                raise ValueError(f"{name} must be <= {cap}")
+        if n > 8 or self.factor > 1024 or max(self.depths) > 64 or max(self.exps) > 64:
+            raise ValueError("scales, depths or exps out of range")
 
     @property
     def factor(self) -> int:

@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SAMPLE  := samples/bunny_256x144.mp4
 
-.PHONY: help install ffmpeg demo test test-fast lint fuzz bench-gpu clean
+.PHONY: help install ffmpeg demo test test-fast lint fuzz bench-gpu train-intra rd-intra clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,14 @@ fuzz: install ## mutate real streams and run them through the decoder (0 crashes
 
 bench-gpu: ## GPU benchmark table (on the GPU machine, after gpu-prep's wheels; see docs/perf.md)
 	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) -m nvc_pipe.bench --device cuda
+
+train-intra: install ## retrain the shipped Ballé weights (CPU, 2 runs; fetches Debian mate-backgrounds; docs/intra.md)
+	nice -n 10 $(BIN)/nvc train-intra balle --steps 3000 --device cpu --out out/balle-run1
+	nice -n 10 $(BIN)/nvc train-intra balle --steps 1000 --device cpu --init out/balle-run1 \
+	  --out plugins/nvc_balle/weights
+
+rd-intra: install ## held-out RD of the image codecs vs JPEG/WebP (docs/rd_intra.json, docs/intra_rd.png)
+	$(BIN)/python -m nvc_pipe.intra.rd --codecs balle --out docs
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf out build dist *.egg-info .pytest_cache

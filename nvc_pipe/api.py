@@ -12,7 +12,7 @@ import dataclasses
 import os
 import time
 from fractions import Fraction
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -22,14 +22,16 @@ from .bitstream.spec import (MAGIC, AccessUnit, SequenceHeader, check_access_uni
                              parse_stream_header, split_access_units)
 from .checkpoint import Checkpoint, input_identity
 from .errors import BitstreamError, ConfigError, InputError
-from .media.clip import VideoInfo
+from .intra.frames import ALL_INTRA, IntraSpec, encode_section, image_codec_for, merge, split_section
+from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
 from .media.demux import RawOptions, open_video
 from .media.mux import Packet, atomic_output, read_mkv, write_mkv
 from .media.sink import open_sink
 from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
 from .pipeline import Work, run_stages
-from .plugins import VideoCodec, load_codec
+from .plugins import (ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec,
+                      load_image_codec)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -76,11 +78,32 @@ def _integer(frame: torch.Tensor, max_value: int) -> np.ndarray:
     return q.astype(np.uint8 if max_value == 255 else np.uint16)
 
 
-def render_access_unit(codec: VideoCodec, config, width: int, height: int, au: AccessUnit, max_value: int,
+class Decoder(NamedTuple):
+    """What renders access units: the video plugin and its config (None for all-intra streams) and the intra codec."""
+
+    codec: VideoCodec | None
+    config: object
+    intra: ImageCodec | None
+
+
+def render_access_unit(dec: Decoder, width: int, height: int, au: AccessUnit, max_value: int,
                        device: torch.device) -> Iterator[np.ndarray]:
     """Integer RGB frames of one access unit: exactly what `nvc decode` outputs."""
-    for frame in codec.decode_segment(au.payload, config, au.frame_count, height, width, device):
-        yield _integer(frame, max_value)
+    if dec.intra is None:
+        items, payload, n_video = [], au.payload, au.frame_count
+    else:
+        items, payload = split_section(au.payload, au.frame_count)
+        n_video = au.frame_count - len(items)
+    if n_video and dec.codec is None:
+        raise BitstreamError("corrupt all-intra stream: an access unit has frames without an intra picture")
+    video = (_integer(f, max_value) for f in dec.codec.decode_segment(payload, dec.config, n_video, height, width,
+                                                                      device)) if n_video else iter(())
+    if dec.intra is None:
+        yield from video
+        return
+    if not n_video and payload:
+        raise BitstreamError("corrupt access unit: trailing bytes after the intra frames")
+    yield from merge(au.frame_count, items, dec.intra, video, width, height, max_value, device)
 
 
 class _Quality:
@@ -115,14 +138,21 @@ class _Quality:
 def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", preset: str | None = None,
                 overrides: dict | None = None, device: str = "auto", raw: RawOptions | None = None,
                 segment_frames: int | None = None, container: str | None = None, progress: bool = True,
-                resume: bool = False) -> dict:
+                resume: bool = False, intra: str | None = None, intra_quality: int | None = None,
+                intra_period: int | None = None) -> dict:
     """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
 
     Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
     the directory is removed on success; `resume=True` continues an interrupted encode from there.
+    `intra="balle"` codes the first frame of each segment (and every `intra_period`-th) with that image codec;
+    `codec="balle"` (an image codec's name) codes every frame that way, with no video plugin.
     """
-    plugin = load_codec(codec)
-    cfg = resolve_preset(plugin, preset, overrides)
+    spec, intra_codec = _intra_settings(codec, intra, intra_quality, intra_period)
+    plugin = None if spec and spec.period == 1 and intra is None else load_codec(codec)
+    if plugin is None and (preset or overrides and any(v is not None for v in overrides.values())):
+        raise ConfigError(f"--codec {codec} codes every frame as an image: it takes --intra-quality, not presets "
+                          "or training options")
+    cfg = resolve_preset(plugin, preset, overrides) if plugin else None
     dev = resolve_device(device)
     container = container or ("nvc" if output_path.endswith(".nvc") else "mkv")
     if container not in ("mkv", "nvc"):
@@ -134,11 +164,12 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
     ckpt = None
     if input_path != "-" or resume:
         key = {"input": input_identity(input_path) if os.path.isfile(input_path) else input_path,
-               "codec": plugin.name, "model": plugin.config_to_dict(cfg), "train": dataclasses.asdict(cfg.train),
+               "codec": plugin.name if plugin else ALL_INTRA, "model": plugin.config_to_dict(cfg) if plugin else {},
+               "train": dataclasses.asdict(cfg.train) if plugin else {}, "intra": spec.to_dict() if spec else {},
                "segment_frames": segment_frames, "raw": dataclasses.asdict(raw) if raw else None,
-               "device": dev.type, "payload_version": plugin.payload_version}
+               "device": dev.type, "payload_version": plugin.payload_version if plugin else 1}
         ckpt = Checkpoint(output_path, key, resume)
-    model_cfg = plugin.config_from_dict(plugin.config_to_dict(cfg))
+    dec = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
     with open_video(input_path, raw) as src:
         info = src.info
         quality = _Quality(info)
@@ -148,28 +179,29 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                 au_bytes, meta = done
                 quality.extend(meta.pop("quality"))
             else:
-                work = run_stages(plugin.stages(cfg), Work(seg, info, cfg, dev, progress), ckpt)
-                au_bytes = AccessUnit(seg.index, seg.start, seg.rgb.shape[0], work.payload).to_bytes()
+                payload, report = _encode_segment(seg, info, plugin, cfg, spec, intra_codec, dev, progress, ckpt)
+                au_bytes = AccessUnit(seg.index, seg.start, seg.rgb.shape[0], payload).to_bytes()
                 # Measure what the decoder will really produce: parse the AU bytes back and render them.
                 seg_quality = _Quality(info)
-                for k, frame in enumerate(render_access_unit(plugin, model_cfg, info.width, info.height,
+                for k, frame in enumerate(render_access_unit(dec, info.width, info.height,
                                                              AccessUnit.from_bytes(au_bytes), info.max_value, dev)):
                     seg_quality.add(frame, seg.rgb[k])
                 meta = {"index": seg.index, "first_frame": seg.start, "frames": seg.rgb.shape[0],
-                        "bytes": len(au_bytes), **work.report}
+                        "bytes": len(au_bytes), **report}
                 if ckpt:
                     ckpt.save_segment(seg.index, au_bytes, {**meta, "quality": seg_quality.values()})
                 quality.extend(seg_quality.values())
-                del work
             aus.append(au_bytes)
             pts.extend(int(p) for p in seg.pts)
             segments.append(meta)
         source_path = src.path
     if not aus:
         raise InputError(f"no video frames in {input_path}")
+    name = plugin.name if plugin else ALL_INTRA
     seq = SequenceHeader(info.width, info.height, info.pix_fmt, info.color_range, info.colorspace, info.fps,
-                         info.time_base, len(pts), len(aus), tuple(pts), plugin.name, plugin.payload_version,
-                         plugin.config_to_dict(cfg))
+                         info.time_base, len(pts), len(aus), tuple(pts), name,
+                         plugin.payload_version if plugin else 1, plugin.config_to_dict(cfg) if plugin else {},
+                         spec.to_dict() if spec else {})
     header = pack_stream_header(seq)
     stream_bytes = len(header) + sum(len(a) for a in aus)
     if container == "nvc":
@@ -179,21 +211,64 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                 f.write(a)
     else:
         packets = [Packet(a, pts[s["first_frame"]], _segment_duration(pts, s, info)) for a, s in zip(aus, segments)]
-        tags = {"NVC_CODEC": plugin.name, "NVC_VERSION": __version__, "title": f"nvc-pipe {plugin.name} stream"}
+        label = name + (f"+{spec.codec}" if spec and plugin else f":{spec.codec}" if spec else "")
+        tags = {"NVC_CODEC": label, "NVC_VERSION": __version__, "title": f"nvc-pipe {label} stream"}
         write_mkv(output_path, header, packets, info, tags, copy_from=source_path)
     if ckpt:
         ckpt.remove()
     file_bytes = _file_size(output_path)
     n = len(pts)
     return {
-        "input": input_path, "output": output_path, "container": container, "codec": plugin.name,
-        "preset": preset or plugin.default_preset, "device": str(dev), "frames": n, "width": info.width,
-        "height": info.height, "pix_fmt": info.pix_fmt, "fps": str(info.fps), "stream_bytes": stream_bytes,
+        "input": input_path, "output": output_path, "container": container, "codec": name,
+        "preset": (preset or plugin.default_preset) if plugin else None, "device": str(dev), "frames": n,
+        "width": info.width, "height": info.height, "pix_fmt": info.pix_fmt, "fps": str(info.fps),
+        "stream_bytes": stream_bytes,
         "file_bytes": file_bytes, "bpp": round(bpp(stream_bytes, n, info.width, info.height), 6),
         "bpp_file": round(bpp(file_bytes, n, info.width, info.height), 6), **quality.summary(),
         "time_s": round(time.perf_counter() - t_start, 2), "segments": segments,
-        "config": {"model": plugin.config_to_dict(cfg), "train": dataclasses.asdict(cfg.train)},
+        "config": {"model": plugin.config_to_dict(cfg) if plugin else {},
+                   "train": dataclasses.asdict(cfg.train) if plugin else {}, "intra": spec.to_dict() if spec else {}},
     }
+
+
+def _intra_settings(codec: str, intra: str | None, quality: int | None,
+                    period: int | None) -> tuple[IntraSpec | None, ImageCodec | None]:
+    """The intra spec of an encode: `--intra NAME`, or all-intra when `codec` names an image codec."""
+    if intra is None and codec not in available_codecs() and codec in available_image_codecs():
+        intra, period = codec, 1
+    if intra is None:
+        if quality is not None or period is not None:
+            raise ConfigError("--intra-quality and --intra-period need --intra CODEC")
+        return None, None
+    if period is not None and period <= 0:
+        raise ConfigError(f"--intra-period must be positive, got {period}")
+    if intra not in available_image_codecs():
+        raise ConfigError(f"unknown intra codec {intra!r} (installed: {', '.join(available_image_codecs())})")
+    image = load_image_codec(intra)
+    spec = IntraSpec(intra, image.default_quality if quality is None else quality, period or 0)
+    return spec, image_codec_for(spec, from_stream=False)
+
+
+def _encode_segment(seg: Segment, info: VideoInfo, plugin: VideoCodec | None, cfg, spec: IntraSpec | None,
+                    intra_codec: ImageCodec | None, dev: torch.device, progress: bool,
+                    ckpt: Checkpoint | None) -> tuple[bytes, dict]:
+    """One access unit's payload: the intra section (if any), then the video plugin's payload for the rest."""
+    if spec is None:
+        work = run_stages(plugin.stages(cfg), Work(seg, info, cfg, dev, progress), ckpt)
+        return work.payload, work.report
+    t0 = time.perf_counter()
+    section, _decoded = encode_section(seg.rgb, spec, intra_codec, info.max_value, dev)
+    report = {"intra_frames": len(spec.offsets(len(seg))), "intra_bytes": len(section),
+              "time_s": {"intra": round(time.perf_counter() - t0, 3)}}
+    rest = [k for k in range(len(seg)) if k not in set(spec.offsets(len(seg)))]
+    if not rest:
+        return section, report
+    if plugin is None:
+        raise ConfigError("all-intra encode left frames without an intra picture")  # unreachable: period 1
+    sub = Segment(seg.rgb[rest], seg.pts[rest], seg.start, seg.index)
+    work = run_stages(plugin.stages(cfg), Work(sub, info, cfg, dev, progress), ckpt)
+    work.report.setdefault("time_s", {}).update(report.pop("time_s"))
+    return section + work.payload, {**work.report, **report}
 
 
 def _segment_duration(pts: list[int], segment: dict, info: VideoInfo) -> int:
@@ -238,9 +313,14 @@ def _info_from_header(seq: SequenceHeader) -> VideoInfo:
         raise BitstreamError(f"corrupt sequence header: {exc}") from None
 
 
-def _open_decoder(seq: SequenceHeader):
+def _open_decoder(seq: SequenceHeader) -> Decoder:
+    intra = image_codec_for(IntraSpec.from_dict(seq.intra), from_stream=True) if seq.intra else None
+    if seq.codec == ALL_INTRA:
+        if intra is None or seq.codec_config:
+            raise BitstreamError("corrupt sequence header: an all-intra stream without intra settings")
+        return Decoder(None, None, intra)
     codec = load_codec_for_stream(seq)
-    return codec, codec.config_from_dict(seq.codec_config)
+    return Decoder(codec, codec.config_from_dict(seq.codec_config), intra)
 
 
 def load_codec_for_stream(seq: SequenceHeader) -> VideoCodec:
@@ -256,7 +336,7 @@ def load_codec_for_stream(seq: SequenceHeader) -> VideoCodec:
 
 def iter_decoded(seq: SequenceHeader, aus: list[bytes], device: torch.device) -> Iterator[tuple[np.ndarray, int]]:
     """(integer RGB frame, pts) for every frame, segment by segment (one segment's model in memory at a time)."""
-    codec, config = _open_decoder(seq)
+    dec = _open_decoder(seq)
     info = _info_from_header(seq)
     if len(aus) != seq.segment_count:
         raise BitstreamError(f"stream has {len(aus)} access units, header declares {seq.segment_count}")
@@ -267,12 +347,22 @@ def iter_decoded(seq: SequenceHeader, aus: list[bytes], device: torch.device) ->
         if au.first_frame != produced:
             raise BitstreamError(f"corrupt stream: access unit {i} starts at frame {au.first_frame}, "
                                  f"expected {produced}")
-        for k, frame in enumerate(render_access_unit(codec, config, seq.width, seq.height, au, info.max_value,
-                                                     device)):
+        for k, frame in enumerate(render_access_unit(dec, seq.width, seq.height, au, info.max_value, device)):
             yield frame, seq.pts[au.first_frame + k]
         produced += au.frame_count
     if produced != seq.frame_count:
         raise BitstreamError(f"stream ends after {produced} of {seq.frame_count} frames")
+
+
+def decode_segment(path: str, index: int, device: str = "auto") -> Iterator[np.ndarray]:
+    """Random access: the frames of access unit `index` alone (no other segment is decoded)."""
+    seq, aus, _ = read_stream(path)
+    if not 0 <= index < len(aus):
+        raise ConfigError(f"segment {index} does not exist ({len(aus)} segments)")
+    au = AccessUnit.from_bytes(aus[index])
+    check_access_unit(au, seq, index)
+    yield from render_access_unit(_open_decoder(seq), seq.width, seq.height, au, _info_from_header(seq).max_value,
+                                  resolve_device(device))
 
 
 def decode_frames(path: str, device: str = "auto") -> Iterator[np.ndarray]:
@@ -321,10 +411,21 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
     return report
 
 
+def _describe(dec: Decoder, au: AccessUnit, seq: SequenceHeader) -> dict:
+    payload, n_video, out = au.payload, au.frame_count, {}
+    if dec.intra is not None:
+        items, payload = split_section(au.payload, au.frame_count)
+        n_video -= len(items)
+        out = {"intra_frames": [k for k, _ in items], "intra_bytes": len(au.payload) - len(payload)}
+    if n_video and dec.codec is not None:
+        out.update(dec.codec.describe(payload, dec.config, n_video, seq.height, seq.width))
+    return out
+
+
 def inspect_file(path: str) -> dict:
     """Stream summary for `nvc info`: header fields, sizes per section, bpp."""
     seq, aus, container = read_stream(path)
-    codec, config = _open_decoder(seq)
+    dec = _open_decoder(seq)
     header_bytes = len(pack_stream_header(seq))
     stream = header_bytes + sum(len(a) for a in aus)
     units = []
@@ -332,7 +433,7 @@ def inspect_file(path: str) -> dict:
         au = AccessUnit.from_bytes(raw_au)
         check_access_unit(au, seq, i)
         units.append({"index": i, "first_frame": au.first_frame, "frames": au.frame_count, "bytes": len(raw_au),
-                      **codec.describe(au.payload, config, au.frame_count, seq.height, seq.width)})
+                      **_describe(dec, au, seq)})
     size = _file_size(path)
     n = seq.frame_count
     duration = Fraction(seq.pts[-1] - seq.pts[0], 1) * seq.time_base + 1 / seq.fps
@@ -345,8 +446,9 @@ def inspect_file(path: str) -> dict:
         "bpp": round(bpp(stream, n, seq.width, seq.height), 6),
         "bpp_file": round(bpp(size, n, seq.width, seq.height), 6),
         "kbps": round(8 * stream / max(float(duration), 1e-9) / 1000, 2), "codec_config": seq.codec_config,
+        "intra": seq.intra,
         "access_units": units,
     }
 
 
-__all__ = ["encode_file", "decode_file", "decode_frames", "inspect_file", "read_stream", "RawOptions"]
+__all__ = ["encode_file", "decode_file", "decode_frames", "decode_segment", "inspect_file", "read_stream", "RawOptions"]

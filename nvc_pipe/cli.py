@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("input", help="input file, or '-' for y4m on stdin")
     enc.add_argument("-o", "--output", required=True, help="output .mkv (default) or .nvc")
     enc.add_argument("-f", "--format", choices=("mkv", "nvc"), help="output format (default: from the name)")
-    enc.add_argument("-c", "--codec", default="hinerv", help="video codec plugin (default: hinerv)")
+    enc.add_argument("-c", "--codec", default="hinerv",
+                     help="video codec plugin (default: hinerv), or an image codec (balle, evc): every frame intra")
     enc.add_argument("-p", "--preset", help="preset name (see 'nvc presets'; default: the codec's 'fast')")
     enc.add_argument("--epochs", type=_positive, help="main training epochs (pruning/QAT scale along)")
     enc.add_argument("--prune-epochs", type=_positive, help="pruning fine-tune epochs")
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--batch-size", type=_positive, help="patches (or frames) per training step")
     enc.add_argument("--seed", type=_positive, help="random seed (default 0)")
     enc.add_argument("--segment-frames", type=_positive, help="frames per temporal segment (default: whole clip)")
+    enc.add_argument("--intra", metavar="CODEC", help="code intra frames with this image codec (balle, evc)")
+    enc.add_argument("--intra-period", type=_positive, metavar="K",
+                     help="an intra frame every K frames of a segment (default: its first frame only)")
+    enc.add_argument("--intra-quality", type=_positive, metavar="Q", help="image codec quality (see 'nvc presets')")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     enc.add_argument("--resume", action="store_true",
                      help="continue an interrupted encode from its checkpoints (OUTPUT.nvc-partial/)")
@@ -119,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser("presets", help="list codecs and presets")
     pre.add_argument("-c", "--codec", help="only this codec")
+
+    from .intra import cli as intra_cli
+
+    intra_cli.add_parsers(sub)
 
     try:
         from .eval import cli as eval_cli
@@ -158,12 +167,19 @@ def _cmd_encode(args) -> int:
                  "batch_size": args.batch_size, "seed": args.seed}
     report = encode_file(args.input, args.output, codec=args.codec, preset=args.preset, overrides=overrides,
                          device=args.device, raw=_raw(args), segment_frames=args.segment_frames,
-                         container=args.format, progress=not args.quiet and not args.json, resume=args.resume)
+                         container=args.format, progress=not args.quiet and not args.json, resume=args.resume,
+                         intra=args.intra, intra_quality=args.intra_quality, intra_period=args.intra_period)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        intra = report["config"]["intra"]
+        what = f"{report['codec']}:{report['preset']}" if report["preset"] else report["codec"]
+        if intra and report["preset"]:
+            what += f" + {intra['codec']} q{intra['quality']} intra"
+        elif intra:
+            what = f"{intra['codec']} q{intra['quality']} all-intra"
         print(f"{report['output']}: {report['frames']} frames {report['width']}x{report['height']} "
-              f"{report['codec']}:{report['preset']} on {report['device']} in {report['time_s']:.1f} s")
+              f"{what} on {report['device']} in {report['time_s']:.1f} s")
         print(f"  stream {report['stream_bytes']} B  bpp {report['bpp']:.5f}  (file {report['file_bytes']} B, "
               f"bpp {report['bpp_file']:.5f})")
         ssim = report["ms_ssim"]
@@ -228,11 +244,12 @@ def _versions() -> str:
     import torch
 
     from .bitstream.spec import VERSION
-    from .plugins import available_codecs
+    from .plugins import available_codecs, available_image_codecs
 
     return (f"nvc {__version__} (bitstream {VERSION[0]}.{VERSION[1]}); PyAV {av.__version__} "
             f"(FFmpeg {getattr(av, 'ffmpeg_version_info', '?')}); torch {torch.__version__}; constriction "
-            f"{getattr(constriction, '__version__', '0.5')}; codecs: {', '.join(available_codecs())}")
+            f"{getattr(constriction, '__version__', '0.5')}; codecs: {', '.join(available_codecs())}; "
+            f"image codecs: {', '.join(available_image_codecs())}")
 
 
 COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "presets": _cmd_presets}

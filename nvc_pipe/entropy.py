@@ -170,3 +170,66 @@ def empirical_entropy_bits(symbols: np.ndarray) -> float:
     _, counts = np.unique(flat, return_counts=True)
     p = counts / flat.size
     return float(-(counts * np.log2(p)).sum())
+
+
+# --- table-driven coding (learned image codecs, nvc_pipe/intra) -------------------------------------------------
+# Each symbol i is a bin index in [0, lengths[t]) of the integer frequency table t = table_index[i] (rows of
+# `freqs`, each summing to a power of two). Symbols are coded table after table (ascending t), keeping their
+# order within a table; the bytes are the range coder's u32 words, little-endian. Tables are integers made once
+# at export time, so encoder and decoder build identical models on any machine.
+
+
+def _table_groups(table_index: np.ndarray, n_tables: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(table_index, dtype=np.int64).reshape(-1)
+    if t.size and (t.min() < 0 or t.max() >= n_tables):
+        raise ValueError("table index out of range")
+    order = np.argsort(t, kind="stable")
+    bounds = np.searchsorted(t[order], np.arange(n_tables + 1))
+    return order, bounds
+
+
+def _table_model(freqs: np.ndarray, lengths: np.ndarray, t: int):
+    row = freqs[t, : int(lengths[t])].astype(np.float64)
+    return constriction.stream.model.Categorical(row / row.sum(), perfect=_PERFECT)
+
+
+def encode_tables(symbols: np.ndarray, table_index: np.ndarray, freqs: np.ndarray, lengths: np.ndarray) -> bytes:
+    """Range-code bin indices `symbols[i]` under table `table_index[i]`; returns the coded words as bytes."""
+    s = np.asarray(symbols, dtype=np.int64).reshape(-1)
+    order, bounds = _table_groups(table_index, len(lengths))
+    if s.size and ((s < 0).any() or (s >= np.asarray(lengths, dtype=np.int64)[np.asarray(table_index)]).any()):
+        raise ValueError("symbol outside its table")
+    enc = constriction.stream.queue.RangeEncoder()
+    for t in range(len(lengths)):
+        group = s[order[bounds[t]: bounds[t + 1]]]
+        if group.size:
+            enc.encode(group.astype(np.int32), _table_model(freqs, lengths, t))
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def decode_tables(data: bytes, table_index: np.ndarray, freqs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Inverse of `encode_tables` (int64 bin indices, in the order of `table_index`); BitstreamError on garbage."""
+    if len(data) % 4:
+        raise BitstreamError("corrupt stream: table-coded block is not whole 32-bit words")
+    order, bounds = _table_groups(table_index, len(lengths))
+    out = np.zeros(order.size, dtype=np.int64)
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    try:
+        for t in range(len(lengths)):
+            n = int(bounds[t + 1] - bounds[t])
+            if n:
+                out[order[bounds[t]: bounds[t + 1]]] = dec.decode(_table_model(freqs, lengths, t), n)
+    except BaseException as exc:  # pyo3 PanicException is a BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise BitstreamError(f"corrupt stream: table decoding failed ({type(exc).__name__})") from None
+    return out
+
+
+def table_entropy_bits(symbols: np.ndarray, table_index: np.ndarray, freqs: np.ndarray, lengths: np.ndarray) -> float:
+    """Information content (bits) of `symbols` under their tables: what `encode_tables` should approach."""
+    s = np.asarray(symbols, dtype=np.int64).reshape(-1)
+    t = np.asarray(table_index, dtype=np.int64).reshape(-1)
+    f = freqs[t, s].astype(np.float64)
+    totals = freqs.sum(axis=1).astype(np.float64)[t]
+    return float(-np.log2(f / totals).sum())

@@ -1,19 +1,22 @@
-"""Codec plugin discovery through entry points, and the contract a video codec plugin fulfils.
+"""Codec plugin discovery through entry points, and the contracts video and image codec plugins fulfil.
 
-Plugins register under the entry-point group ``nvc_pipe.codecs`` (``hinerv = "nvc_hinerv:codec"`` in our
-pyproject.toml; a third-party package does the same). Nothing is imported until a codec is asked for by name.
+Video plugins register under the entry-point group ``nvc_pipe.codecs`` (``hinerv = "nvc_hinerv:codec"`` in our
+pyproject.toml; a third-party package does the same); image (intra) codecs under ``nvc_pipe.image_codecs``
+(``balle = "nvc_balle:codec"``). Nothing is imported until a codec is asked for by name.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
 
 GROUP = "nvc_pipe.codecs"
+IMAGE_GROUP = "nvc_pipe.image_codecs"
 
 
 @runtime_checkable
@@ -57,3 +60,43 @@ def load_codec(name: str) -> VideoCodec:
         raise ConfigError(f"codec plugin {name!r} does not implement the VideoCodec contract")
     return codec
 
+
+
+@runtime_checkable
+class ImageCodec(Protocol):
+    """What `nvc image encode/decode` needs from a learned image codec plugin (`nvc_pipe.image_codecs`).
+
+    The payload is self-contained (it carries its own size and whatever the decoder needs); the `.nvc` image
+    container (`nvc_pipe/intra/image.py`) adds codec id, quality and size around it. Optional: a method
+    ``train(out_dir, steps, lambdas, device, progress) -> dict`` used by `nvc train-intra NAME`
+    (`steps`/`lambdas` None = the recipe's defaults).
+    """
+
+    name: str  # stable id written in the container ("balle", "evc")
+    qualities: Sequence[int]  # valid --quality values, e.g. (1, 2, 3, 4)
+    default_quality: int
+
+    def encode(self, rgb: np.ndarray, quality: int) -> bytes:
+        """(H, W, 3) uint8 RGB → payload; ConfigError for a bad quality, InputError for an unusable image."""
+
+    def decode(self, payload: bytes, device: torch.device) -> np.ndarray:
+        """Payload → (H, W, 3) uint8 RGB; BitstreamError on anything corrupt."""
+
+    def describe(self, payload: bytes) -> dict:
+        """Facts for `nvc image info` (size, quality, latent shape, section bytes); BitstreamError if corrupt."""
+
+
+def available_image_codecs() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=IMAGE_GROUP))
+
+
+def load_image_codec(name: str) -> ImageCodec:
+    """The image codec registered as `name`; ConfigError listing the installed ones otherwise."""
+    matches = [ep for ep in entry_points(group=IMAGE_GROUP) if ep.name == name]
+    if not matches:
+        installed = ", ".join(available_image_codecs()) or "none"
+        raise ConfigError(f"unknown image codec {name!r} (installed: {installed})")
+    codec = matches[0].load()
+    if not isinstance(codec, ImageCodec):
+        raise ConfigError(f"image codec plugin {name!r} does not implement the ImageCodec contract")
+    return codec

@@ -108,7 +108,7 @@ def _assert_clean_failure(res, code=None):
 
 @pytest.fixture(scope="module")
 def good_stream(tmp_path_factory, media):
-    from tests.conftest import run_nvc
+    from conftest import run_nvc
 
     out = tmp_path_factory.mktemp("good") / "g.mkv"
     assert run_nvc("encode", str(media["qcif"]), "-o", str(out), *TINY).returncode == 0

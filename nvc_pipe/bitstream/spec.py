@@ -25,7 +25,7 @@ from ..errors import BitstreamError
 from .fields import ByteReader, ByteWriter
 
 MAGIC = b"\x8bNVC"
-VERSION = (1, 0)
+VERSION = (1, 1)  # 1.1: optional intra field in the sequence header
 BOX_SEQUENCE = b"SEQH"
 BOX_ACCESS_UNIT = b"AU01"
 MAX_DIMENSION = 1 << 16
@@ -52,6 +52,7 @@ class SequenceHeader:
     codec: str
     payload_version: int
     codec_config: dict = field(default_factory=dict)
+    intra: dict = field(default_factory=dict)  # intra-frame coding (nvc_pipe/intra/frames.py); {} = none
 
     def __eq__(self, other: object) -> bool:  # pts may be a range on one side and a tuple on the other
         if not isinstance(other, SequenceHeader):
@@ -78,6 +79,8 @@ class SequenceHeader:
         w.u16(self.payload_version, "payload_version")
         config = json.dumps(self.codec_config, sort_keys=True, separators=(",", ":"))
         w.blob(config.encode("utf-8"), "codec_config")
+        if self.intra:  # optional trailing field (version 1.1)
+            w.blob(json.dumps(self.intra, sort_keys=True, separators=(",", ":")).encode("utf-8"), "intra")
         return w.getvalue()
 
     @classmethod
@@ -96,15 +99,21 @@ class SequenceHeader:
         pts = _read_pts(r, frame_count)
         codec = r.string("codec")
         payload_version = r.u16("payload_version")
-        try:
-            config = json.loads(r.blob("codec_config").decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            raise BitstreamError("corrupt sequence header: codec config is not JSON") from None
-        if not isinstance(config, dict):
-            raise BitstreamError("corrupt sequence header: codec config is not an object")
+        config = _json_object(r, "codec_config")
+        intra = _json_object(r, "intra") if r.remaining else {}
         r.expect_end()
         return cls(width, height, pix_fmt, color_range, colorspace, fps, time_base, frame_count,
-                   segment_count, pts, codec, payload_version, config)
+                   segment_count, pts, codec, payload_version, config, intra)
+
+
+def _json_object(r: ByteReader, name: str) -> dict:
+    try:
+        value = json.loads(r.blob(name).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise BitstreamError(f"corrupt sequence header: {name} is not JSON") from None
+    if not isinstance(value, dict):
+        raise BitstreamError(f"corrupt sequence header: {name} is not an object")
+    return value
 
 
 @dataclass(frozen=True)

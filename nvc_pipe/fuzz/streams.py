@@ -118,14 +118,19 @@ def make_seeds(directory: str) -> list[str]:
     os.makedirs(directory, exist_ok=True)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        clips = {"a32": (32, 32, 3, False, None, "hinerv", "tiny"), "b24": (24, 16, 3, True, 2, "hinerv", "tiny"),
-                 "c32": (32, 32, 4, False, None, "c3", "c3-tiny")}
-        for name, (w, h, n, ten, seg, codec, preset) in clips.items():
+        # name: (width, height, frames, 10-bit, segment frames, codec, preset, intra codec); every plugin is covered
+        clips = {"a32": (32, 32, 3, False, None, "hinerv", "tiny", None),
+                 "b24": (24, 16, 3, True, 2, "hinerv", "tiny", None),
+                 "c32": (32, 32, 4, False, None, "c3", "c3-tiny", None),
+                 "i16": (16, 16, 2, False, None, "balle", None, None),
+                 "e32": (32, 32, 3, False, None, "hinerv", "tiny", "evc")}
+        for name, (w, h, n, ten, seg, codec, preset, intra) in clips.items():
             src = os.path.join(tmp, f"{name}.y4m")
             _write_y4m(src, w, h, n, ten)
             dst = os.path.join(directory, f"seed-{name}.nvc")
             encode_file(src, dst, codec=codec, preset=preset, progress=False, device="cpu", segment_frames=seg,
-                        overrides={"seed": 0})
+                        overrides={"seed": 0} if preset else None, intra=intra,
+                        intra_quality=1 if intra or codec == "balle" else None)
             out.append(dst)
             with open(dst, "rb") as f:
                 parts = _parts_of_nvc(f.read())

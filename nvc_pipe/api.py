@@ -23,6 +23,7 @@ from .bitstream.spec import (MAGIC, AccessUnit, SequenceHeader, check_access_uni
 from .checkpoint import Checkpoint, input_identity
 from .errors import BitstreamError, ConfigError, InputError
 from .intra.frames import ALL_INTRA, IntraSpec, encode_section, image_codec_for, merge, split_section
+from .intra.image import MAGIC_IMAGE
 from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
 from .media.demux import RawOptions, open_video
@@ -298,6 +299,8 @@ def read_stream(path: str) -> tuple[SequenceHeader, list[bytes], str]:
             data = f.read()
         seq, rest = parse_stream_header(data)
         return seq, list(split_access_units(rest)), "nvc"
+    if head == MAGIC_IMAGE:
+        raise InputError(f"{path} is an NVC image, not a video stream: use `nvc image decode`")
     header, _tags, packets = read_mkv(path)
     seq, rest = parse_stream_header(header)
     if rest:

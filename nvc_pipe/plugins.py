@@ -45,21 +45,25 @@ class VideoCodec(Protocol):
         """Per-section sizes and model facts for `nvc info` (no rendering)."""
 
 
+def _load(group: str, kind: str, name: str, contract: type) -> Any:
+    """The object registered as `name` in an entry-point group, checked against its protocol."""
+    names = sorted(ep.name for ep in entry_points(group=group))
+    matches = [ep for ep in entry_points(group=group) if ep.name == name]
+    if not matches:
+        raise ConfigError(f"unknown {kind} {name!r} (installed: {', '.join(names) or 'none'})")
+    plugin = matches[0].load()
+    if not isinstance(plugin, contract):
+        raise ConfigError(f"{kind} plugin {name!r} does not implement the {contract.__name__} contract")
+    return plugin
+
+
 def available_codecs() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=GROUP))
 
 
 def load_codec(name: str) -> VideoCodec:
     """The plugin registered as `name`; ConfigError listing the installed ones otherwise."""
-    matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
-    if not matches:
-        installed = ", ".join(available_codecs()) or "none"
-        raise ConfigError(f"unknown codec {name!r} (installed: {installed})")
-    codec = matches[0].load()
-    if not isinstance(codec, VideoCodec):
-        raise ConfigError(f"codec plugin {name!r} does not implement the VideoCodec contract")
-    return codec
-
+    return _load(GROUP, "codec", name, VideoCodec)
 
 
 @runtime_checkable
@@ -92,11 +96,4 @@ def available_image_codecs() -> list[str]:
 
 def load_image_codec(name: str) -> ImageCodec:
     """The image codec registered as `name`; ConfigError listing the installed ones otherwise."""
-    matches = [ep for ep in entry_points(group=IMAGE_GROUP) if ep.name == name]
-    if not matches:
-        installed = ", ".join(available_image_codecs()) or "none"
-        raise ConfigError(f"unknown image codec {name!r} (installed: {installed})")
-    codec = matches[0].load()
-    if not isinstance(codec, ImageCodec):
-        raise ConfigError(f"image codec plugin {name!r} does not implement the ImageCodec contract")
-    return codec
+    return _load(IMAGE_GROUP, "image codec", name, ImageCodec)

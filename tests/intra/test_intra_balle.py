@@ -124,6 +124,10 @@ def test_cli_bad_inputs(capsys, tmp_path, crop):
         assert code == 3, (name, code, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert not out.exists() and not list(tmp_path.glob(".*.part*"))
+    for cmd in (["decode", str(tmp_path / "a.nvc"), "-o", str(tmp_path / "v.y4m")], ["info", str(tmp_path / "a.nvc")]):
+        code, err = _main(capsys, *cmd)  # a video command given an image: say which command reads it
+        assert code != 0 and "nvc image decode" in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "v.y4m").exists()
     code, err = _main(capsys, "image", "encode", str(tmp_path / "foreign.nvc"), "-o", str(tmp_path / "x.nvc"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "x.nvc").exists()
     code, err = _main(capsys, "image", "encode", str(src), "-o", str(tmp_path / "x.nvc"), "--codec", "nope")

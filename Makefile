@@ -45,9 +45,11 @@ fuzz: install ## mutate real streams and run them through the decoder (0 crashes
 bench-gpu: ## GPU benchmark table (on the GPU machine, after gpu-prep's wheels; see docs/perf.md)
 	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) -m nvc_pipe.bench --device cuda
 
-train-intra: install ## retrain the shipped Ballé weights (CPU, 2 runs; fetches Debian mate-backgrounds; docs/intra.md)
+train-intra: install ## retrain the shipped Ballé weights (CPU, 4 chained runs, ~1.5 h idle; fetches Debian mate-backgrounds; docs/intra.md)
 	nice -n 10 $(BIN)/nvc train-intra balle --steps 3000 --device cpu --out out/balle-run1
-	nice -n 10 $(BIN)/nvc train-intra balle --steps 1000 --device cpu --init out/balle-run1 \
+	nice -n 10 $(BIN)/nvc train-intra balle --steps 1000 --device cpu --init out/balle-run1 --out out/balle-run2
+	nice -n 10 $(BIN)/nvc train-intra balle --steps 12000 --device cpu --init out/balle-run2 --out out/balle-run3
+	nice -n 10 $(BIN)/nvc train-intra balle --steps 36000 --device cpu --init out/balle-run3 \
 	  --out plugins/nvc_balle/weights
 
 rd-intra: install ## held-out RD of the image codecs vs JPEG/WebP (docs/rd_intra.json, docs/intra_rd.png)

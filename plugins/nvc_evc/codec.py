@@ -150,9 +150,9 @@ class EVCCodec:
                 "z_bytes": sizes[0], "step1_bytes": sizes[1], "step2_bytes": sizes[2], "symbol_crc": f"{crc:08x}"}
 
     def train(self, out_dir: str, steps: int | None = None, lambdas=None, device: str = "cpu",
-              progress: bool = True) -> dict:
+              progress: bool = True, init: str | None = None) -> dict:
         from .train import train_recipe
-        return train_recipe(out_dir, steps=steps, lambdas=lambdas, device=device, progress=progress)
+        return train_recipe(out_dir, steps=steps, lambdas=lambdas, device=device, progress=progress, init=init)
 
 
 codec = EVCCodec("LL")

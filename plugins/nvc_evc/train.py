@@ -13,6 +13,7 @@ model learns the 4 rates. Adam, gradient-norm clip 1, lr 5e-4 then 1e-4 for the 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -151,11 +152,13 @@ def cmd_export(args) -> None:
 
 
 def train_recipe(out_dir: str, steps: int | None = None, lambdas=None, device: str = "cpu",
-                 progress: bool = True, work: str | None = None) -> dict:
+                 progress: bool = True, work: str | None = None, init: str | None = None) -> dict:
     """`nvc train-intra evc`: base L training, mask decay to M and S, export to `out_dir`.
 
     steps None = the shipped recipe's wall-time budgets (2100 s base + 900 s decay on 2 CPU threads); otherwise
     3/4 of the steps for the base and 1/8 for each decay phase. `lambdas`: the 4 anchor λ (default LAMBDAS).
+    `init`: a weights directory (e.g. the shipped one) whose L model and entropy model start the base training;
+    M and S are always re-derived from the new base by mask decay.
     """
     from nvc_pipe.errors import ConfigError
     from nvc_pipe.intra.train import resolve_device
@@ -180,7 +183,9 @@ def train_recipe(out_dir: str, steps: int | None = None, lambdas=None, device: s
             print(msg, flush=True)
     pool = evc_data.load_pool()
     t0 = time.time()
-    model = EVC(EVCConfig.small("LL")).to(dev)
+    model = (load_trainable(init) if init else EVC(EVCConfig.small("LL"))).to(dev)
+    if init:
+        log(f"base starts from {init}")
     n = fit(model, list(model.parameters()), pool, 2100, 128, 8, 8e-4, log, max_steps=steps and steps * 3 // 4,
             lambdas=lambdas, device=dev)
     torch.save(model.cpu().state_dict(), work_dir / "base_LL.pt")
@@ -191,6 +196,16 @@ def train_recipe(out_dir: str, steps: int | None = None, lambdas=None, device: s
         torch.save(model.state_dict(), work_dir / f"{size}.pt")
     export_all(work_dir, Path(out_dir), {"lambdas": list(lambdas)})
     return {"time_s": time.time() - t0}
+
+
+def load_trainable(directory: str) -> EVC:
+    """A fresh, trainable copy of the L model (transforms + entropy model) shipped in `directory`."""
+    from .weights import load_size
+
+    model = copy.deepcopy(load_size("L", str(directory))).train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
 
 
 def main(argv=None) -> None:

@@ -116,3 +116,28 @@ def _prior(c):
 def _ztables(c):
     from nvc_evc.weights import load_entropy
     return load_entropy(c.weights_dir)[1]
+
+
+def test_shipped_weights_restart_training_unchanged():
+    """`nvc train-intra evc --init DIR` starts from DIR's L model: a trainable copy, same outputs, cache untouched."""
+    from nvc_evc.model import EVC, EVCConfig
+    from nvc_evc.train import load_trainable
+
+    model = load_trainable(str(WEIGHTS))
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    EVC(EVCConfig.small("LL")).load_state_dict(model.state_dict())  # the layout the export expects
+    shipped = load_size("L")
+    assert model is not shipped and not shipped.training
+    x = torch.rand(1, 3, 64, 64)
+    q = shipped.entropy.q_scale.view(-1)[:1]
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x, q)["x_hat"], shipped(x, q)["x_hat"])
+
+
+def test_train_intra_evc_init_must_be_a_directory(tmp_path, capsys):
+    from nvc_pipe.cli import main
+
+    code = main(["train-intra", "evc", "--init", str(tmp_path / "missing"), "--out", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--init" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "w").exists()

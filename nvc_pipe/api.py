@@ -27,7 +27,8 @@ from .intra.image import MAGIC_IMAGE
 from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
 from .media.demux import RawOptions, open_video
-from .media.mux import Packet, atomic_output, read_mkv, write_mkv
+from .media.atomic import atomic_output
+from .media.mux import Packet, read_mkv, write_mkv
 from .media.sink import open_sink
 from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
 from .pipeline import Work, run_stages

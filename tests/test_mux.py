@@ -13,7 +13,8 @@ from media_factory import FFMPEG, FFPROBE, ffmpeg_copy, ffprobe_errors, make_vid
 
 from nvc_pipe.errors import BitstreamError, ConfigError, InputError, OutputError
 from nvc_pipe.media.clip import VideoInfo
-from nvc_pipe.media.mux import Packet, atomic_output, carrier_offset, read_mkv, write_mkv
+from nvc_pipe.media.atomic import atomic_output
+from nvc_pipe.media.mux import Packet, carrier_offset, read_mkv, write_mkv
 
 INFO = VideoInfo(64, 48, "yuv420p", Fraction(30000, 1001), Fraction(1, 30000), "tv", "bt709")
 HEADER = b"\x8bNVC\x01\x00SEQH" + bytes(range(36)) + b"\x00\x00\x01\x0f"

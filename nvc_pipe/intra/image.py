@@ -100,7 +100,7 @@ def write_png(path: str, rgb: np.ndarray) -> None:
     """Write (H, W, 3) uint8 RGB as PNG, atomically."""
     import av
 
-    from ..media.mux import atomic_output
+    from ..media.atomic import atomic_output
 
     h, w = rgb.shape[:2]
     with atomic_output(path) as tmp:
@@ -125,7 +125,7 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _write_bytes(path: str, data: bytes) -> None:
-    from ..media.mux import atomic_output
+    from ..media.atomic import atomic_output
 
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, one_line
 from .clip import Segment, VideoInfo, guess_colorspace, normalize_pix_fmt, to_fraction
 from .convert import frame_to_rgb
-from .mux import open_input
+from .streamcopy import open_input
 
 log = logging.getLogger(__name__)
 

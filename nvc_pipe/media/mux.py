@@ -1,4 +1,4 @@
-"""The NVC elementary stream in Matroska, and atomic file output.
+"""The NVC elementary stream in Matroska.
 
 This module carries bytes it does not interpret: the stream's global header goes to the track's CodecPrivate,
 each access unit (one segment) is one Matroska block, and every audio and subtitle stream of the source is copied
@@ -58,8 +58,6 @@ import json
 import logging
 import os
 import re
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterable, Iterator
@@ -67,7 +65,9 @@ from typing import Any, Iterable, Iterator
 import av
 
 from ..errors import BitstreamError, ConfigError, InputError, OutputError, one_line
+from .atomic import atomic_output
 from .clip import VideoInfo, to_fraction
+from .streamcopy import PacketPump, copy_streams, open_input, packet_time
 
 log = logging.getLogger(__name__)
 
@@ -101,61 +101,7 @@ class Packet:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# atomic output
-# ---------------------------------------------------------------------------------------------------------------
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_output(path: str) -> Iterator[str]:
-    """Write a file atomically.
-
-    Yields a temporary path in the same directory with the same extension (so FFmpeg guesses the same format);
-    on success it is renamed over ``path`` with the usual permissions (0666 & ~umask), on any exception (including
-    ``KeyboardInterrupt``) it is deleted and the exception propagates.
-
-    Raises:
-        OutputError: ``path`` is ``"-"``, a directory, in a missing directory, or cannot be created/renamed.
-    """
-    path = os.fspath(path)
-    if not path or path == "-":
-        raise OutputError("an atomic output needs a file name, not standard output")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise OutputError(f"cannot write {path}: directory {directory} does not exist")
-    if os.path.isdir(path):
-        raise OutputError(f"cannot write {path}: is a directory")
-    stem, ext = os.path.splitext(os.path.basename(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{ext}", dir=directory)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
-    os.close(fd)
-    try:
-        yield tmp
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    try:
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _remove_quietly(tmp)
-        raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# helpers shared with sink.py
+# the carrier track
 # ---------------------------------------------------------------------------------------------------------------
 def is_nvc_stream(stream: Any) -> bool:
     """True when a PyAV stream is an NVC carrier track (it has an ``NVC_CODEC`` tag)."""
@@ -163,138 +109,6 @@ def is_nvc_stream(stream: Any) -> bool:
         return any(str(k).upper() == TAG_CODEC for k in stream.metadata)
     except (AttributeError, av.FFmpegError):  # pragma: no cover
         return False
-
-
-def open_input(path: str, what: str = "input") -> Any:
-    """Open a media file with PyAV, turning failures into one-line errors.
-
-    Raises:
-        InputError: missing file, directory, or a file FFmpeg cannot open.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"cannot open {what} {path}: no such file")
-    if os.path.isdir(path):
-        raise InputError(f"cannot open {what} {path}: is a directory")
-    try:
-        return av.open(path)
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot open {what} {path}: {one_line(exc)}") from exc
-
-
-def packet_time(packet: Any) -> Fraction | None:
-    """Decode-order time of a demuxed packet in seconds (dts, else pts), or ``None`` when it has neither."""
-    ts = packet.dts if packet.dts is not None else packet.pts
-    tb = to_fraction(packet.time_base)
-    if ts is None or tb is None:
-        return None
-    return ts * tb
-
-
-def format_accepts(container: Any, codec_name: str) -> bool:
-    """Whether an output container can hold a stream copy of ``codec_name``.
-
-    Matroska takes every codec it has an id for, but PyAV's ``supported_codecs`` lists only some of them (not
-    ``dvb_subtitle``, ``hdmv_pgs_subtitle``...), so for Matroska anything is tried; other formats are asked.
-    """
-    if str(getattr(container.format, "name", "")) == "matroska":
-        return True
-    try:
-        return codec_name in container.supported_codecs
-    except (AttributeError, av.FFmpegError):  # pragma: no cover - PyAV without supported_codecs
-        return True
-
-
-def copy_streams(source: Any, output: Any, *, skip_nvc: bool = True, label: str = "") -> dict[int, Any]:
-    """Add a stream-copy output stream for every audio and subtitle stream of ``source`` that ``output`` can hold.
-
-    Streams the output format cannot hold are skipped with a warning. Stream tags (language, title...) and the
-    disposition are copied too.
-
-    Returns:
-        ``{source stream index: output stream}``.
-    """
-    mapping: dict[int, Any] = {}
-    for stream in source.streams:
-        if stream.type not in ("audio", "subtitle"):
-            continue
-        if skip_nvc and is_nvc_stream(stream):
-            continue
-        codec = getattr(getattr(stream, "codec_context", None), "name", None) or "?"
-        try:
-            codec_id_name = stream.codec_context.codec.name if stream.codec_context is not None else codec
-        except (AttributeError, av.FFmpegError):
-            codec_id_name = codec
-        if not (format_accepts(output, codec) or format_accepts(output, codec_id_name)):
-            log.warning("%s: %s stream %d (%s) cannot go into %s; dropped", label, stream.type, stream.index, codec,
-                        output.format.name)
-            continue
-        try:
-            out = output.add_stream_from_template(stream)
-        except (ValueError, TypeError, av.FFmpegError) as exc:
-            log.warning("%s: cannot copy %s stream %d (%s): %s; dropped", label, stream.type, stream.index, codec,
-                        one_line(exc))
-            continue
-        for key, value in stream.metadata.items():
-            if str(key).upper() not in ("DURATION", "ENCODER") and not str(key).upper().startswith("_STATISTICS"):
-                out.metadata[key] = value
-        try:
-            out.disposition = stream.disposition
-        except (AttributeError, TypeError, ValueError):  # pragma: no cover - PyAV without dispositions
-            pass
-        mapping[stream.index] = out
-    return mapping
-
-
-class PacketPump:
-    """Feeds stream-copied packets into an output, interleaved by time with what the caller writes.
-
-    ``offset`` (seconds) is subtracted from every copied timestamp: the lead that a carrier MKV's clock has over the
-    original clock (see :func:`carrier_offset`), 0 for an ordinary source.
-    """
-
-    def __init__(self, source: Any, mapping: dict[int, Any], output: Any, offset: Fraction, label: str) -> None:
-        self._output = output
-        self._mapping = mapping
-        self._offset = offset
-        self._label = label
-        self._pending: Any = None
-        self._iter = self._packets(source) if mapping else iter(())
-
-    def _packets(self, source: Any) -> Iterator[Any]:
-        streams = [s for s in source.streams if s.index in self._mapping]
-        try:
-            for packet in source.demux(streams):
-                if packet.dts is None and packet.pts is None:
-                    continue  # demux() ends every stream with an empty flush packet
-                yield packet
-        except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"cannot read {self._label}: {one_line(exc)}") from exc
-
-    def _mux(self, packet: Any) -> None:
-        out = self._mapping[packet.stream.index]
-        if self._offset:
-            tb = to_fraction(packet.time_base)
-            shift = round(self._offset / tb) if tb else 0
-            if packet.pts is not None:
-                packet.pts -= shift
-            if packet.dts is not None:
-                packet.dts -= shift
-        packet.stream = out
-        self._output.mux(packet)
-
-    def until(self, seconds: Fraction | None) -> None:
-        """Mux every pending packet whose time is <= ``seconds`` (everything when ``None``)."""
-        while True:
-            if self._pending is None:
-                self._pending = next(self._iter, None)
-                if self._pending is None:
-                    return
-            t = packet_time(self._pending)
-            if seconds is not None and t is not None and t - self._offset > seconds:
-                return
-            packet, self._pending = self._pending, None
-            self._mux(packet)
 
 
 def _find_nvc(container: Any, path: str) -> Any:
@@ -504,7 +318,7 @@ def _write(
             raise OutputError(f"cannot set up the NVC track of {path}: {one_line(exc)}") from exc
         pump = None
         if source is not None:
-            mapping = copy_streams(source, output, label=str(source_name))
+            mapping = copy_streams(source, output, skip=is_nvc_stream, label=str(source_name))
             offset = source_offset(str(source_name))
             pump = PacketPump(source, mapping, output, offset, str(source_name))
         try:

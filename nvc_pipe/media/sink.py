@@ -12,7 +12,7 @@
 Y4M is planar YUV or gray only (``C420jpeg``, ``C422``, ``C444``, ``C420p10``, ``C444p12``, ``Cmono``, ``Cmono10``
 ...), with ``XCOLORRANGE=LIMITED|FULL``. RGB clips go to y4m as 4:4:4 full range with the clip's matrix.
 
-Every file output is written atomically (:func:`nvc_pipe.media.mux.atomic_output`): an exception inside the
+Every file output is written atomically (:func:`nvc_pipe.media.atomic.atomic_output`): an exception inside the
 ``with`` block, or :meth:`FrameSink.abort`, leaves no partial file. A reader that closes the pipe raises one
 :class:`~nvc_pipe.errors.OutputError` line.
 """
@@ -33,7 +33,9 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError, one_line
 from .clip import SUPPORTED_PIX_FMTS, VideoInfo, normalize_pix_fmt
 from .convert import avcol_range, avcol_spc, fill_frame, pix_fmt_layout, rgb_to_frame, yuv_planes
-from .mux import PacketPump, atomic_output, copy_streams, open_input, source_offset
+from .atomic import atomic_output
+from .mux import is_nvc_stream, source_offset
+from .streamcopy import PacketPump, copy_streams, open_input
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +397,7 @@ class _EncoderSink(FrameSink):
             self._codec_name = codec.name
             if audio_from is not None:
                 self._source = open_input(audio_from, "audio source")
-                mapping = copy_streams(self._source, self._output, label=str(audio_from))
+                mapping = copy_streams(self._source, self._output, skip=is_nvc_stream, label=str(audio_from))
                 offset = Fraction(audio_offset) if audio_offset is not None else source_offset(audio_from)
                 self._pump = PacketPump(self._source, mapping, self._output, offset, str(audio_from))
         except BaseException:

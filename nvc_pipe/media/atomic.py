@@ -1,0 +1,65 @@
+"""Atomic file output: a file appears complete under its name or not at all.
+
+Every output the CLI writes (MKV, elementary stream, decoded video, PNG) goes through :func:`atomic_output`, so an
+error or an interrupt never leaves a half-written file that looks valid.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..errors import OutputError, one_line
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """Write a file atomically.
+
+    Yields a temporary path in the same directory with the same extension (so FFmpeg guesses the same format);
+    on success it is renamed over ``path`` with the usual permissions (0666 & ~umask), on any exception (including
+    ``KeyboardInterrupt``) it is deleted and the exception propagates.
+
+    Raises:
+        OutputError: ``path`` is ``"-"``, a directory, in a missing directory, or cannot be created/renamed.
+    """
+    path = os.fspath(path)
+    if not path or path == "-":
+        raise OutputError("an atomic output needs a file name, not standard output")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OutputError(f"cannot write {path}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write {path}: is a directory")
+    stem, ext = os.path.splitext(os.path.basename(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{ext}", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
+    os.close(fd)
+    try:
+        yield tmp
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    try:
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -64,7 +64,7 @@ from typing import Any, Iterable, Iterator
 
 import av
 
-from ..errors import BitstreamError, ConfigError, InputError, OutputError, one_line
+from ..errors import BitstreamError, ConfigError, OutputError, one_line
 from .atomic import atomic_output
 from .clip import VideoInfo, to_fraction
 from .streamcopy import PacketPump, copy_streams, open_input, packet_time
@@ -150,14 +150,8 @@ def _mux_params(meta: dict[str, str], path: str) -> tuple[Fraction, Fraction | N
 
 def _open_mkv(path: str) -> Any:
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"cannot open {path}: no such file")
-    if os.path.isdir(path):
-        raise InputError(f"cannot open {path}: is a directory")
-    try:
-        return av.open(path)
-    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise BitstreamError(f"cannot read {path}: not a readable Matroska file ({one_line(exc)})") from exc
+    return open_input(path, "input", lambda reason: BitstreamError(
+        f"cannot read {path}: not a readable Matroska file ({reason})"))
 
 
 def carrier_offset(path: str) -> Fraction | None:

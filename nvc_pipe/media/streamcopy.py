@@ -19,11 +19,14 @@ from .clip import to_fraction
 log = logging.getLogger(__name__)
 
 
-def open_input(path: str, what: str = "input") -> Any:
+def open_input(path: str, what: str = "input", unreadable: Callable[[str], Exception] | None = None) -> Any:
     """Open a media file with PyAV, turning failures into one-line errors.
 
+    ``unreadable(reason)`` builds the error for a file that exists but FFmpeg cannot open (default: an
+    ``InputError`` naming ``what``); the MKV reader turns it into a ``BitstreamError``.
+
     Raises:
-        InputError: missing file, directory, or a file FFmpeg cannot open.
+        InputError: missing file, directory, or (by default) a file FFmpeg cannot open.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -33,7 +36,8 @@ def open_input(path: str, what: str = "input") -> Any:
     try:
         return av.open(path)
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot open {what} {path}: {one_line(exc)}") from exc
+        reason = one_line(exc)
+        raise (unreadable(reason) if unreadable else InputError(f"cannot open {what} {path}: {reason}")) from exc
 
 
 def packet_time(packet: Any) -> Fraction | None:

@@ -47,9 +47,10 @@ class VideoCodec(Protocol):
 
 def _load(group: str, kind: str, name: str, contract: type) -> Any:
     """The object registered as `name` in an entry-point group, checked against its protocol."""
-    names = sorted(ep.name for ep in entry_points(group=group))
-    matches = [ep for ep in entry_points(group=group) if ep.name == name]
+    eps = entry_points(group=group)
+    matches = [ep for ep in eps if ep.name == name]
     if not matches:
+        names = sorted(ep.name for ep in eps)
         raise ConfigError(f"unknown {kind} {name!r} (installed: {', '.join(names) or 'none'})")
     plugin = matches[0].load()
     if not isinstance(plugin, contract):

@@ -3,11 +3,16 @@
 Video plugins register under the entry-point group ``nvc_pipe.codecs`` (``hinerv = "nvc_hinerv:codec"`` in our
 pyproject.toml; a third-party package does the same); image (intra) codecs under ``nvc_pipe.image_codecs``
 (``balle = "nvc_balle:codec"``). Nothing is imported until a codec is asked for by name.
+
+Without the nvc-pipe distribution's metadata (the tree used from PYTHONPATH, as on the GPU machine: no
+``pip install``, so no entry points), the in-tree plugins of `IN_TREE` stand in for our own entry points, each if
+its package is importable; entry points of other installed distributions still count.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
+from importlib.util import find_spec
 from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -17,6 +22,12 @@ from .errors import ConfigError
 
 GROUP = "nvc_pipe.codecs"
 IMAGE_GROUP = "nvc_pipe.image_codecs"
+DISTRIBUTION = "nvc-pipe"
+# pyproject.toml's entry points, for a tree without installed metadata (tests/test_plugins.py keeps them equal).
+IN_TREE = {
+    GROUP: {"hinerv": "nvc_hinerv:codec", "c3": "nvc_c3:codec"},
+    IMAGE_GROUP: {"balle": "nvc_balle:codec", "evc": "nvc_evc:codec"},
+}
 
 
 @runtime_checkable
@@ -45,21 +56,40 @@ class VideoCodec(Protocol):
         """Per-section sizes and model facts for `nvc info` (no rendering)."""
 
 
+def metadata_installed() -> bool:
+    """True when the nvc-pipe distribution (and so its entry points) is installed."""
+    try:
+        distribution(DISTRIBUTION)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def _registered(group: str) -> dict[str, EntryPoint]:
+    """Name -> entry point of a group: the installed ones, plus the in-tree plugins when nvc-pipe is not installed."""
+    eps = {}
+    for ep in entry_points(group=group):
+        eps.setdefault(ep.name, ep)
+    if not metadata_installed():
+        for name, value in IN_TREE[group].items():
+            if name not in eps and find_spec(value.split(":")[0]) is not None:
+                eps[name] = EntryPoint(name, value, group)
+    return eps
+
+
 def _load(group: str, kind: str, name: str, contract: type) -> Any:
     """The object registered as `name` in an entry-point group, checked against its protocol."""
-    eps = entry_points(group=group)
-    matches = [ep for ep in eps if ep.name == name]
-    if not matches:
-        names = sorted(ep.name for ep in eps)
-        raise ConfigError(f"unknown {kind} {name!r} (installed: {', '.join(names) or 'none'})")
-    plugin = matches[0].load()
+    eps = _registered(group)
+    if name not in eps:
+        raise ConfigError(f"unknown {kind} {name!r} (installed: {', '.join(sorted(eps)) or 'none'})")
+    plugin = eps[name].load()
     if not isinstance(plugin, contract):
         raise ConfigError(f"{kind} plugin {name!r} does not implement the {contract.__name__} contract")
     return plugin
 
 
 def available_codecs() -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=GROUP))
+    return sorted(_registered(GROUP))
 
 
 def load_codec(name: str) -> VideoCodec:
@@ -92,7 +122,7 @@ class ImageCodec(Protocol):
 
 
 def available_image_codecs() -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=IMAGE_GROUP))
+    return sorted(_registered(IMAGE_GROUP))
 
 
 def load_image_codec(name: str) -> ImageCodec:

@@ -6,10 +6,14 @@ MS-SSIM (Wang et al. 2003) uses a Gaussian window (σ = 1.5; 11×11 for metrics,
 standard five scale weights; frames too small for five scales use as many scales as fit, the weights of the
 dropped coarse scales removed and the rest renormalised (documented deviation; the reference refuses them).
 bpp counts pixels once (not ×3): bytes·8 / (frames·width·height).
+
+The MS-SSIM window and scale weights are built once per (window, scales, device, dtype) and reused: making them
+at every loss call copied host values to the GPU, a host sync in every training step.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -50,6 +54,15 @@ def _gaussian(window: int, sigma: float, device, dtype) -> torch.Tensor:
     return g / g.sum()
 
 
+@functools.lru_cache(maxsize=32)
+def _constants(window: int, levels: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Gaussian window (window,), scale weights (levels,) renormalised to sum 1), cached; read-only."""
+    with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable later under autograd too
+        g = _gaussian(window, 1.5, device, dtype)
+        weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=torch.float32).to(device)
+        return g, weights / weights.sum()
+
+
 def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     c = x.shape[1]
     x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
@@ -78,15 +91,13 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, data_range: floa
     """
     x = x.permute(0, 3, 1, 2).float()
     y = y.permute(0, 3, 1, 2).float()
-    g = _gaussian(window, 1.5, x.device, x.dtype)
     side = min(x.shape[-2:])
     levels = max(1, min(len(MS_SSIM_WEIGHTS), int(math.floor(math.log2(side / window))) + 1))
     while levels > 1 and side / 2 ** (levels - 1) < window:
         levels -= 1
     if side < window:
         raise ValueError(f"MS-SSIM needs images of at least {window} pixels, got {side}")
-    weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], device=x.device)
-    weights = weights / weights.sum()
+    g, weights = _constants(window, levels, x.device, x.dtype)
     values = []
     for level in range(levels):
         ssim, cs = _ssim_cs(x, y, g, data_range)

@@ -31,3 +31,27 @@ def test_ms_ssim_bounds():
 
 def test_bpp():
     assert bpp(1000, 10, 100, 80) == 0.1
+
+
+def test_ms_ssim_builds_its_constants_once():
+    """The window and scale weights are cached per device: a call creates no tensor from host values (on a GPU
+    that copy is a host sync in every training step) and gives the same value as before."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 48, 48, 3), torch.rand(2, 48, 48, 3)
+    first = ms_ssim(x, y, window=5)
+    with Ops() as ops:
+        again = ms_ssim(x, y, window=5)
+    assert torch.equal(first, again)
+    made = [n for n in ops.names if n.split(".")[1] in ("arange", "lift_fresh", "lift_fresh_copy", "_to_copy", "exp")]
+    assert made == [] and any("convolution" in n for n in ops.names)

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {r['frames_s']:.1f} | {r['ms_step']:.1f} | {r['peak_gib']:.2f} | {r['warmup_s']:.1f} |",
               flush=True)
     if args.quality_epochs:
-        train = dataclasses.replace(preset.train, eval_every=0, compile=gpu)
+        train = dataclasses.replace(preset.train, eval_every=0, compile="on" if gpu else "off")
         work = _work(dataclasses.replace(preset, train=train), device, _bunny_path(), crop)
         total = preset.train.epochs
 

@@ -6,11 +6,16 @@ prefix, the cosine spans all epochs). Every epoch visits each (frame, patch) onc
 `torch.Generator` seeded from the config, so CPU runs are repeatable).
 
 `fit` is shared with the prune and QAT stages, which pass their own schedule, forward and post-step hooks.
-On CUDA: TF32 matmuls, bf16 autocast; the loss is computed in fp32.
+On CUDA: bf16 autocast, the loss in fp32; TF32 while `fit` runs (`nvc_pipe.precision.training_math`, restored
+after). `TrainConfig.compile` puts the training step's forward under `torch.compile` (static shapes: every step
+has the same batch, so one graph per stage; a shape change such as the OOM fallback's smaller batch compiles once
+more); the evaluation inside `fit` runs eager, so no second, frame-mode graph is built. If the compiled first step
+of a stage fails for any reason but memory, the stage trains eager (with a warning in the report).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from dataclasses import dataclass
@@ -19,10 +24,13 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from ..metrics import frame_psnr, ms_ssim
 from ..pipeline import Work
+from ..precision import training_math
 from .patch import PatchData
 
+log = logging.getLogger(__name__)
 Forward = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor | None, tuple[int, int] | None], torch.Tensor]
 
 
@@ -48,7 +56,7 @@ class TrainConfig:
     bits: int = 6
     eval_every: int = 30  # epochs; 0 = only at the end of each stage
     seed: int = 0
-    compile: bool = False  # torch.compile the model for the overfit and prune stages (worth it on GPU)
+    compile: str = "off"  # torch.compile the training forward: "off", "cuda" (on CUDA devices only), "on"
 
 
 def cosine_lr(step: int, total: int, warmup: int, lr: float, warmup_lr: float, min_lr: float) -> float:
@@ -56,6 +64,24 @@ def cosine_lr(step: int, total: int, warmup: int, lr: float, warmup_lr: float, m
     if step < warmup:
         return warmup_lr + step * (lr - warmup_lr) / warmup
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+COMPILE_MODES = ("off", "cuda", "on")
+COMPILE_BACKEND = "inductor"  # torch.compile's backend (tests swap in a counting one)
+
+
+def wants_compile(cfg: TrainConfig, device: torch.device) -> bool:
+    if cfg.compile not in COMPILE_MODES:
+        raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile!r}")
+    return cfg.compile == "on" or (cfg.compile == "cuda" and device.type == "cuda")
+
+
+def compiled(model: torch.nn.Module, forward: "Forward") -> "Forward":
+    """`forward` under torch.compile with static shapes (the default forward compiles the module itself)."""
+    if forward is default_forward:
+        module = torch.compile(model, dynamic=False, backend=COMPILE_BACKEND)
+        return lambda _m, t, yx, size: module(t, yx, size)
+    return torch.compile(forward, dynamic=False, backend=COMPILE_BACKEND)
 
 
 def default_forward(model: torch.nn.Module, t, yx, size) -> torch.Tensor:
@@ -96,14 +122,20 @@ def evaluate(model: torch.nn.Module, data: PatchData, forward: Forward = default
 
 def fit(work: Work, *, stage: str, epochs: int, lr_at: Callable[[int, int], float], forward: Forward = default_forward,
         after_step: Callable[[], None] | None = None) -> list[dict]:
-    """Train `work.model` on `work.data` for `epochs`; `lr_at(step, steps_per_epoch)` gives each step's lr."""
-    cfg: TrainConfig = work.config.train
-    model, data, device = work.model, work.data, work.device
+    """Train `work.model` on `work.data` for `epochs`; `lr_at(step, steps_per_epoch)` gives each step's lr.
+
+    `forward` is used eager for evaluation, and compiled for training steps when `TrainConfig.compile` says so.
+    """
     if epochs <= 0:
         return []
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    with training_math():
+        return _fit(work, stage, epochs, lr_at, forward, after_step)
+
+
+def _fit(work: Work, stage: str, epochs: int, lr_at: Callable[[int, int], float], forward: Forward,
+         after_step: Callable[[], None] | None) -> list[dict]:
+    cfg: TrainConfig = work.config.train
+    model, data, device = work.model, work.data, work.device
     # Each stage reseeds everything it draws from (patch order, Quant-Noise masks) from the config, so a run
     # resumed at a stage boundary matches an uninterrupted one. zlib.crc32, not hash(): hash is salted.
     stage_seed = cfg.seed + zlib.crc32(stage.encode())
@@ -111,14 +143,25 @@ def fit(work: Work, *, stage: str, epochs: int, lr_at: Callable[[int, int], floa
     torch.manual_seed(stage_seed)
     n_patches = data.origins.shape[0]
     batch = min(cfg.batch_size, n_patches)
-    steps_per_epoch = max(1, n_patches // batch)
+    steps_per_epoch = max(1, n_patches // batch)  # full batches only: every step has the same shapes
     whole_frames = data.patch == data.coded_size
-    if cfg.compile and forward is default_forward:
-        compiled = torch.compile(model)
-        forward = lambda _m, t, yx, size: compiled(t, yx, size)  # noqa: E731
+    train_forward = compiled(model, forward) if wants_compile(cfg, device) else forward
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr_at(0, steps_per_epoch), betas=(0.9, 0.999), eps=1e-8,
                            **({"fused": True} if device.type == "cuda" else {}))
+
+    def train_step(fwd: Forward, origins: torch.Tensor) -> torch.Tensor:
+        target = data.targets(origins)
+        with _autocast(device):
+            if whole_frames:
+                pred = fwd(model, origins[:, 0], None, None)
+            else:
+                pred = fwd(model, origins[:, 0], origins[:, 1:], data.patch)
+        loss = loss_fn(pred, target, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
     history = []
     model.train()
     bar = tqdm(range(epochs), desc=f"seg {work.segment.index} {stage}", unit="ep", disable=not work.progress,
@@ -131,15 +174,16 @@ def fit(work: Work, *, stage: str, epochs: int, lr_at: Callable[[int, int], floa
             origins = data.origins[order[i * batch : (i + 1) * batch]]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps_per_epoch)
-            target = data.targets(origins)
-            with _autocast(device):
-                if whole_frames:
-                    pred = forward(model, origins[:, 0], None, None)
-                else:
-                    pred = forward(model, origins[:, 0], origins[:, 1:], data.patch)
-            loss = loss_fn(pred, target, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                loss = train_step(train_forward, origins)
+            except Exception as exc:  # only the compiled first step falls back; OOM goes to the pipeline
+                if step or train_forward is forward or isinstance(exc, torch.cuda.OutOfMemoryError):
+                    raise
+                note = f"{stage}: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); trained eager"
+                work.report.setdefault("warnings", []).append(note)
+                log.warning("%s", note)
+                train_forward = forward
+                loss = train_step(train_forward, origins)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()

@@ -7,6 +7,7 @@ into `work.payload`, the bytes of one access unit. Each stage records its wall t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -54,10 +55,10 @@ def run_stages(stages: list[Stage], work: Work, checkpoint: "Checkpoint | None" 
     """Run `stages` in order on one segment; time each; skip those a checkpoint already holds.
 
     Cheap stages (patch, init, quantize, entropy) always run; checkpointed ones up to the last saved are skipped
-    and the saved model state is loaded in their place. CUDA out-of-memory in a stage halves the batch and
-    retries that stage (with a warning) until the batch is one.
+    and the saved model state is loaded in their place. CUDA out-of-memory in a stage puts the work back as the
+    stage received it (weights, masks, report), halves the batch and runs the stage again (with a warning),
+    until the batch is one.
     """
-    times = work.report.setdefault("time_s", {})
     saved = checkpoint.stage_state(work.segment.index) if checkpoint else None
     names = [s.name for s in stages]
     skip_until = names.index(saved["stage"]) if saved and saved["stage"] in names else -1
@@ -72,13 +73,44 @@ def run_stages(stages: list[Stage], work: Work, checkpoint: "Checkpoint | None" 
         work = _run_with_oom_fallback(stage, work)
         if work.device.type == "cuda":
             torch.cuda.synchronize(work.device)
-        times[stage.name] = round(time.perf_counter() - t0, 3)
+        work.report.setdefault("time_s", {})[stage.name] = round(time.perf_counter() - t0, 3)
         if stage.checkpoint and checkpoint is not None:
             checkpoint.save_stage(work.segment.index, stage.name, work.model, work.masks, work.report)
     return work
 
 
+class _Start(NamedTuple):
+    """What a stage received: the model object and a CPU copy of its state, masks, records, payload, report."""
+
+    model: torch.nn.Module | None
+    state: dict[str, torch.Tensor] | None
+    masks: dict[str, torch.Tensor]
+    records: list[TensorRecord]
+    payload: bytes
+    report: dict
+
+
+def _snapshot(work: Work) -> _Start:
+    state = None
+    if isinstance(work.model, torch.nn.Module):
+        state = {k: v.detach().to("cpu", copy=True) for k, v in work.model.state_dict().items()}
+    masks = {k: v.detach().to("cpu", copy=True) for k, v in work.masks.items()}
+    return _Start(work.model, state, masks, list(work.records), work.payload, copy.deepcopy(work.report))
+
+
+def _restore(work: Work, start: _Start) -> None:
+    """Put `work` back as `_snapshot` saw it (the parameters are written in place: same tensors as before)."""
+    work.model = start.model
+    if start.state is not None:
+        work.model.load_state_dict(start.state)
+    work.masks = {k: v.to(work.device) for k, v in start.masks.items()}
+    work.records, work.payload = list(start.records), start.payload
+    work.report.clear()
+    work.report.update(copy.deepcopy(start.report))
+
+
 def _run_with_oom_fallback(stage: Stage, work: Work) -> Work:
+    start, notes = _snapshot(work), []
     while True:
         try:
             return stage.run(work)
@@ -87,9 +119,12 @@ def _run_with_oom_fallback(stage: Stage, work: Work) -> Work:
             if batch <= 1:
                 raise NvcError(f"out of GPU memory in {stage.name} even with batch 1 "
                                "(try a smaller preset, --segment-frames, or --device cpu)") from None
-            torch.cuda.empty_cache()
+            # Not a retry on half-trained weights: the stage starts over from what it was given.
+            _restore(work, start)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             train = dataclasses.replace(work.config.train, batch_size=batch // 2)
             work.config = dataclasses.replace(work.config, train=train)
-            work.report.setdefault("warnings", []).append(f"{stage.name}: out of GPU memory, batch {batch} -> "
-                                                          f"{batch // 2}")
-            log.warning("out of GPU memory in %s: retrying with batch %d", stage.name, batch // 2)
+            notes.append(f"{stage.name}: out of GPU memory, batch {batch} -> {batch // 2}, stage restarted")
+            work.report.setdefault("warnings", []).extend(notes)
+            log.warning("out of GPU memory in %s: restarting it with batch %d", stage.name, batch // 2)

@@ -32,6 +32,7 @@ from .media.mux import Packet, read_mkv, write_mkv
 from .media.sink import open_sink
 from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
 from .pipeline import Work, run_stages
+from .precision import exact_math
 from .plugins import (ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec,
                       load_image_codec)
 
@@ -90,7 +91,17 @@ class Decoder(NamedTuple):
 
 def render_access_unit(dec: Decoder, width: int, height: int, au: AccessUnit, max_value: int,
                        device: torch.device) -> Iterator[np.ndarray]:
-    """Integer RGB frames of one access unit: exactly what `nvc decode` outputs."""
+    """Integer RGB frames of one access unit: exactly what `nvc decode` outputs.
+
+    Rendered under `exact_math` (TF32 off, deterministic cuDNN) whatever the process set before, so the quality
+    `encode_file` measures is what a decoder on the same kind of device gets (docs/reliability.md, "Devices").
+    """
+    with exact_math():
+        yield from _render_access_unit(dec, width, height, au, max_value, device)
+
+
+def _render_access_unit(dec: Decoder, width: int, height: int, au: AccessUnit, max_value: int,
+                        device: torch.device) -> Iterator[np.ndarray]:
     if dec.intra is None:
         items, payload, n_video = [], au.payload, au.frame_count
     else:

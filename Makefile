@@ -42,8 +42,8 @@ lint: install ## ruff (pyflakes + pycodestyle rules, see pyproject.toml)
 fuzz: install ## mutate real streams and run them through the decoder (0 crashes/hangs expected)
 	$(BIN)/python -m nvc_pipe.fuzz --cases 10000
 
-bench-gpu: ## GPU benchmark table (on the GPU machine, after gpu-prep's wheels; see docs/perf.md)
-	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) -m nvc_pipe.bench --device cuda
+bench-gpu: ## the GPU check, <= 8 min on one H200 (= python3 benchmarks/gpu_check.py; no make there: docs/perf.md)
+	PYTHONPATH=$${PYTHONPATH}:$(CURDIR):$(CURDIR)/plugins $(PY) benchmarks/gpu_check.py
 
 train-intra: install ## retrain the shipped Ballé weights (CPU, 4 chained runs, ~1.5 h idle; fetches Debian mate-backgrounds; docs/intra.md)
 	nice -n 10 $(BIN)/nvc train-intra balle --steps 3000 --device cpu --out out/balle-run1

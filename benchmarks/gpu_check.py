@@ -100,29 +100,37 @@ class Ctx:
         threads = str(1 if args.smoke else max(1, (os.cpu_count() or 2) // 2))
         self.cpu_env = dict(self.env, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS=threads)
         self.segment = self.info = self.trained = None
+        self.procs: list[subprocess.Popen] = []
 
     def left(self) -> float:
         return self.deadline - time.perf_counter()
 
 
 def nvc(ctx: Ctx, *args: str, cpu_only: bool = False, background: bool = False):
-    """`python -m nvc_pipe ARGS --json` in its own process; its JSON report (or the running process)."""
+    """`python -m nvc_pipe ARGS --json` in its own process; its JSON report (or the running process).
+
+    stderr goes to a file, so a chatty child never blocks on a full pipe while it runs in the background."""
     cmd = [sys.executable, "-m", "nvc_pipe", *args, "--json"]
-    proc = subprocess.Popen(cmd, env=ctx.cpu_env if cpu_only else ctx.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ctx.tmp)
+    err = open(ctx.tmp / f"stderr-{len(ctx.procs)}.txt", "w+")
+    proc = subprocess.Popen(cmd, env=ctx.cpu_env if cpu_only else ctx.env, stdout=subprocess.PIPE, stderr=err,
+                            text=True, cwd=ctx.tmp)
+    proc.err_file = err
+    ctx.procs.append(proc)
     return proc if background else report_of(proc, max(60.0, ctx.left()))
 
 
 def report_of(proc: subprocess.Popen, timeout: float) -> dict:
+    what = " ".join(proc.args[3:5])
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise RuntimeError(f"{' '.join(proc.args[3:5])} ran past the budget") from None
+        raise RuntimeError(f"{what} ran past the budget") from None
     if proc.returncode:
-        last = (err.strip().splitlines() or ["(no stderr)"])[-1]
-        raise RuntimeError(f"{' '.join(proc.args[3:5])} exited {proc.returncode}: {last}")
+        proc.err_file.seek(0)
+        last = (proc.err_file.read().strip().splitlines() or ["(no stderr)"])[-1]
+        raise RuntimeError(f"{what} exited {proc.returncode}: {last}")
     return json.loads(out)
 
 
@@ -344,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
                 row("b", "phase", "SKIP", f"{ctx.left():.0f} s of the budget left")
         if finish_a is not None:
             finish_a()
+        for proc in ctx.procs:  # none should be left; never leave one writing into the removed folder
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.err_file.close()
     bad = [r for r in ROWS if r["result"] not in ("ok", "SKIP")]
     row("total", f"{len(ROWS)} rows", "ok" if not bad else "CHECK", f"{elapsed():.0f} s wall; "
         f"{len(bad)} rows not ok: {sorted({r['phase'] + ' ' + r['check'] for r in bad})}")

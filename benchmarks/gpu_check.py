@@ -42,15 +42,23 @@ for _p in (ROOT / "plugins", ROOT):  # the tree itself, whether or not it is pip
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+try:  # one line, not a traceback, when the GPU machine lacks a wheel
+    import av
+    import constriction  # noqa: F401
+    import numpy as np
+    import torch
+    import tqdm  # noqa: F401
 
-from nvc_pipe import bench  # noqa: E402
-from nvc_pipe.media.demux import open_video  # noqa: E402
-from nvc_pipe.media.sink import open_sink  # noqa: E402
-from nvc_pipe.metrics import frame_psnr  # noqa: E402
-from nvc_pipe.plugins import available_codecs, load_codec  # noqa: E402
-from nvc_pipe.stages import overfit  # noqa: E402
+    from nvc_pipe import bench
+    from nvc_pipe.media.demux import open_video
+    from nvc_pipe.media.sink import open_sink
+    from nvc_pipe.metrics import frame_psnr
+    from nvc_pipe.plugins import available_codecs, load_codec
+    from nvc_pipe.stages import overfit
+except ModuleNotFoundError as exc:
+    print(f"gpu_check: Python module {exc.name!r} is missing (on the GPU machine: install the .whl wheels into "
+          "/tmp/site and put it first on PYTHONPATH, docs/perf.md 'The device command')", file=sys.stderr)
+    raise SystemExit(2) from None
 
 T0 = time.perf_counter()
 ROWS: list[dict] = []
@@ -320,8 +328,6 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device (use --smoke on a CPU machine)", file=sys.stderr)
         return 2
     device = torch.device("cpu" if args.smoke else "cuda")
-    import av
-
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     machine = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0],
                "av": av.__version__, "numpy": np.__version__, "cpus": os.cpu_count(), "codecs": available_codecs()}

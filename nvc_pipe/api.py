@@ -76,9 +76,9 @@ def resolve_preset(codec: VideoCodec, preset: str | None, overrides: dict | None
 
 
 def _integer(frame: torch.Tensor, max_value: int) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] → uint8 / uint16 samples."""
-    q = torch.round(frame.float().clamp(0, 1) * max_value).to(torch.int32).cpu().numpy()
-    return q.astype(np.uint8 if max_value == 255 else np.uint16)
+    """(H, W, 3) float in [0, 1] → uint8 / uint16 samples (8-bit ones narrowed on the device: 4x less to copy)."""
+    q = torch.round(frame.float().clamp(0, 1) * max_value).to(torch.uint8 if max_value == 255 else torch.int32)
+    return q.cpu().numpy().astype(np.uint8 if max_value == 255 else np.uint16, copy=False)
 
 
 class Decoder(NamedTuple):

@@ -10,8 +10,8 @@ On CUDA: bf16 autocast, the loss in fp32; TF32 while `fit` runs (`nvc_pipe.preci
 after). `TrainConfig.compile` puts the training step's forward and loss under `torch.compile` (static shapes:
 every step has the same batch, so one forward graph per stage, shared by overfit and prune, and one loss graph; a
 shape change such as the OOM fallback's smaller batch compiles once more); the evaluation inside `fit` runs eager,
-so no second, frame-mode graph is built. If the compiled first step
-of a stage fails for any reason but memory, the stage trains eager (with a warning in the report).
+so no second, frame-mode graph is built. If the compiled first step of a stage fails for any reason but memory,
+the stage trains eager (with a warning in the report).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class TrainConfig:
     bits: int = 6
     eval_every: int = 30  # epochs; 0 = only at the end of each stage
     seed: int = 0
-    compile: str = "off"  # torch.compile the training forward: "off", "cuda" (on CUDA devices only), "on"
+    compile: str = "off"  # torch.compile the training forward + loss: "off", "cuda" (CUDA devices only), "on"
 
 
 def cosine_lr(step: int, total: int, warmup: int, lr: float, warmup_lr: float, min_lr: float) -> float:

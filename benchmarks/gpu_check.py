@@ -263,6 +263,16 @@ def phase_b(ctx: Ctx):
             enc["psnr_rgb_db"])
 
 
+def dynamo_graphs() -> int:
+    """Graphs TorchDynamo has captured in this process so far (its own statistics counter; -1 if it is gone)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+    except (ImportError, KeyError, TypeError):
+        return -1
+
+
 @guarded("c")
 def phase_c(ctx: Ctx):
     a, dev = ctx.args, ctx.device
@@ -281,14 +291,17 @@ def phase_c(ctx: Ctx):
         f"{eager['host_sync_sites'][:4]}", frames_s=eager["frames_s"], epoch_s=eager["epoch_s"],
         peak_gib=eager["peak_gib"], host_syncs=eager["host_syncs"])
     work = bench.setup_work(codec, preset, segment, ctx.info, dev)
+    graphs = dynamo_graphs()
     run = bench.train(work, a.epochs, compile="on", deadline=stop)
+    graphs = dynamo_graphs() - graphs  # expected 2: the forward and the loss, each compiled once for all epochs
     ctx.trained = work
     fps = run["frames_s"]
     result = "EAGER" if run["warnings"] else "ok" if fps else "PARTIAL"
     row("c", "train torch.compile", result,
         f"{fmt(fps)} frames/s steady ({f'{fps / REF_FPS:.1f}x' if fps else 'n/a'} the reference's {REF_FPS}; target "
-        f"{TARGET_FPS:.0f}), epoch 1 {run['first_epoch_s']:.1f} s (compile), peak {run['peak_gib'] or 0:.2f} GiB; "
-        f"{run['warnings']}", frames_s=fps, first_epoch_s=run["first_epoch_s"], epoch_s=run["epoch_s"],
+        f"{TARGET_FPS:.0f}), epoch 1 {run['first_epoch_s']:.1f} s (compile), {graphs} graphs compiled, peak "
+        f"{run['peak_gib'] or 0:.2f} GiB; {run['warnings']}", frames_s=fps, first_epoch_s=run["first_epoch_s"],
+        graphs=graphs, epoch_s=run["epoch_s"],
         peak_gib=run["peak_gib"], speedup_vs_eager=fps / eager["frames_s"] if fps and eager["frames_s"] else None)
     done = run["epochs_done"]
     row("c", f"quality after {done} epochs", "ok" if done == a.epochs else "PARTIAL",

@@ -27,5 +27,6 @@ def test_gpu_check_smoke_runs_every_phase(tmp_path):
         assert rows[(phase, "encode report = gpu decode")]["result"] == "ok"
     assert rows[("b", "c3 frame CRCs")]["crc_encoder"] == rows[("b", "c3 frame CRCs")]["crc_cpu"]
     assert rows[("c", "quality after 2 epochs")]["epochs"] == 2
+    assert rows[("c", "train torch.compile")]["graphs"] == 2  # forward and loss, once for both epochs
     assert rows[("d", "decode 64x64")]["fp32_fps"] > 0
     assert proc.stdout.count("\n| ") == len(report["rows"]) + 1  # one table: its header and a line per row

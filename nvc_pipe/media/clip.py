@@ -207,6 +207,11 @@ class VideoInfo:
         time_base: unit of the pts values (> 0).
         color_range: ``"tv"`` (limited) or ``"pc"`` (full); what YUV <-> RGB assumes.
         colorspace: YUV matrix, one of :data:`COLORSPACES` (aliases are normalised).
+        color_primaries: ISO/IEC 23091-4 colour primaries code (AVColorPrimaries; 2 = unspecified), carried to the
+            MKV and to decoded outputs, never used for conversion.
+        color_trc: ISO/IEC 23091-4 transfer characteristics code (AVColorTransferCharacteristic; 2 = unspecified).
+        rotation: display rotation in degrees, counter-clockwise (FFmpeg's display-matrix angle), 0 for none.
+        interlaced: the source was flagged interlaced (we code and output frames as progressive).
     """
 
     width: int
@@ -216,6 +221,10 @@ class VideoInfo:
     time_base: Fraction
     color_range: str = "tv"
     colorspace: str = "bt601"
+    color_primaries: int = 2
+    color_trc: int = 2
+    rotation: int = 0
+    interlaced: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -236,6 +245,11 @@ class VideoInfo:
         object.__setattr__(self, "fps", fps)
         object.__setattr__(self, "time_base", time_base)
         object.__setattr__(self, "colorspace", normalize_colorspace(self.colorspace))
+        for name in ("color_primaries", "color_trc"):
+            code = int(getattr(self, name))
+            object.__setattr__(self, name, code if 0 <= code <= 255 else 2)
+        object.__setattr__(self, "rotation", int(self.rotation) % 360)
+        object.__setattr__(self, "interlaced", bool(self.interlaced))
 
     @property
     def family(self) -> str:

@@ -110,11 +110,14 @@ class PacketPump:
     """Feeds stream-copied packets into an output, interleaved by time with what the caller writes.
 
     ``offset`` (seconds) is subtracted from every copied timestamp: the lead that a carrier MKV's clock has over the
-    original clock (see :func:`carrier_offset`), 0 for an ordinary source.
+    original clock (see :func:`carrier_offset`), 0 for an ordinary source. Packets go to ``output.mux`` with
+    ``packet.stream`` set to the mapped stream, or, when ``emit`` is given, to ``emit(packet, mapped value)``.
     """
 
-    def __init__(self, source: Any, mapping: dict[int, Any], output: Any, offset: Fraction, label: str) -> None:
+    def __init__(self, source: Any, mapping: dict[int, Any], output: Any, offset: Fraction, label: str,
+                 emit: Callable[[Any, Any], None] | None = None) -> None:
         self._output = output
+        self._emit = emit
         self._mapping = mapping
         self._offset = offset
         self._label = label
@@ -140,8 +143,20 @@ class PacketPump:
                 packet.pts -= shift
             if packet.dts is not None:
                 packet.dts -= shift
+        if self._emit is not None:
+            self._emit(packet, out)
+            return
         packet.stream = out
         self._output.mux(packet)
+
+    def first_time(self) -> Fraction | None:
+        """Time (seconds, offset removed) of the first packet still to come, without consuming it."""
+        if self._pending is None:
+            self._pending = next(self._iter, None)
+        if self._pending is None:
+            return None
+        t = packet_time(self._pending)
+        return None if t is None else t - self._offset
 
     def until(self, seconds: Fraction | None) -> None:
         """Mux every pending packet whose time is <= ``seconds`` (everything when ``None``)."""

@@ -185,6 +185,11 @@ def test_ffmpeg_copy_keeps_everything(tmp_path, source):
     ffmpeg_copy(out, re)
     assert ffprobe_errors(re) == ""
     assert _read_all(re) == want
+    # an odd-length header: ffmpeg pads the BITMAPINFOHEADER's extra bytes to even, biSize tells the true length
+    odd, re_odd = str(tmp_path / "odd.mkv"), str(tmp_path / "re_odd.mkv")
+    write_mkv(odd, HEADER + b"!", packets, INFO, TAGS)
+    ffmpeg_copy(odd, re_odd)
+    assert _read_all(re_odd)[0] == HEADER + b"!"
     # (3) audio identical after the round trip, timestamps (relative to our track) included
     assert _audio_relative(re) == _audio_relative(out)
     # (4) and the remux is still a video track for ffprobe

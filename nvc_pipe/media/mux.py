@@ -364,6 +364,14 @@ def nvc_track(mkv: MatroskaFile) -> Track | None:
     return None
 
 
+def _vfw_extra(codec_private: bytes) -> bytes:
+    """The bytes after the BITMAPINFOHEADER, ``biSize - 40`` of them (FFmpeg pads odd ones with a zero byte)."""
+    bi_size = int.from_bytes(codec_private[:4], "little")
+    if _BIH.size <= bi_size <= len(codec_private):
+        return codec_private[_BIH.size:bi_size]
+    return codec_private[_BIH.size:]
+
+
 def _open_new(path: str) -> tuple[BinaryIO, MatroskaFile, Track] | None:
     """Our own reader on ``path`` when it is a Matroska file with an NVC1 track; ``None`` for anything else."""
     if not os.path.isfile(path):
@@ -418,7 +426,7 @@ def read_mkv(path: str) -> tuple[bytes, dict[str, str], Iterator[Packet]]:
     try:
         meta = _track_meta(track)
         tb, fps, pts0 = _mux_params(meta, path)
-        header = track.codec_private[_BIH.size:]
+        header = _vfw_extra(track.codec_private)
         tags = _user_tags(meta)
     except BaseException:
         f.close()

@@ -325,3 +325,22 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_mutated_files_fail_cleanly(tmp_path, source):
+    """Our own reader on hostile bytes: a one-line BitstreamError/InputError or a clean read, nothing else."""
+    good = str(tmp_path / "good.mkv")
+    write_mkv(good, HEADER, adversarial_packets(4), INFO, TAGS, copy_from=source)
+    data = open(good, "rb").read()
+    rnd = random.Random(7)
+    bad = tmp_path / "bad.mkv"
+    for case in range(400):
+        mutated = bytearray(data)
+        for _ in range(rnd.randint(1, 4)):
+            at = rnd.randrange(600 if case % 2 else len(mutated))  # half of them in the head (EBML, Tracks, Tags)
+            mutated[at] = rnd.choice([0, 0xFF, 0x01, 0x80, rnd.randrange(256)])
+        bad.write_bytes(bytes(mutated))
+        try:
+            _read_all(str(bad))
+        except (BitstreamError, InputError) as exc:
+            assert "\n" not in str(exc)

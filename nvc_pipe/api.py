@@ -28,7 +28,7 @@ from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
 from .media.demux import RawOptions, open_video
 from .media.atomic import atomic_output
-from .media.mux import Packet, read_mkv, write_mkv
+from .media.mux import Packet, read_mkv, with_track_metadata, write_mkv
 from .media.sink import open_sink
 from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
 from .pipeline import Work, run_stages
@@ -141,7 +141,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                 overrides: dict | None = None, device: str = "auto", raw: RawOptions | None = None,
                 segment_frames: int | None = None, container: str | None = None, progress: bool = True,
                 resume: bool = False, intra: str | None = None, intra_quality: int | None = None,
-                intra_period: int | None = None) -> dict:
+                intra_period: int | None = None, drop_alpha: bool = False) -> dict:
     """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
 
     Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
@@ -172,7 +172,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                "device": dev.type, "payload_version": plugin.payload_version if plugin else 1}
         ckpt = Checkpoint(output_path, key, resume)
     dec = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
-    with open_video(input_path, raw) as src:
+    with open_video(input_path, raw, drop_alpha=drop_alpha) as src:
         info = src.info
         quality = _Quality(info)
         for seg in src.segments(segment_frames):
@@ -383,10 +383,12 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
     dev = resolve_device(device)
     seq, aus, container = read_stream(input_path)
     info = _info_from_header(seq)
+    if container == "mkv":
+        info = with_track_metadata(info, input_path)  # primaries, transfer, rotation: in the MKV track only
     t0 = time.perf_counter()
     quality = _Quality(info) if reference else None
     ref_frames = None
-    ref_src = open_video(reference, raw) if reference else None
+    ref_src = open_video(reference, raw, drop_alpha=True) if reference else None
     try:
         if ref_src is not None:
             ref_frames = ref_src.frames()

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--json", action="store_true", help="print the encode report as JSON")
     enc.add_argument("-y", "--overwrite", action="store_true", help="overwrite the output if it exists")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    enc.add_argument("--drop-alpha", action="store_true", help="encode a source with alpha without it (else refused)")
     _add_raw_options(enc)
 
     dec = sub.add_parser("decode", help="decode an NVC stream to y4m/raw or any FFmpeg encoder",
@@ -168,7 +169,8 @@ def _cmd_encode(args) -> int:
     report = encode_file(args.input, args.output, codec=args.codec, preset=args.preset, overrides=overrides,
                          device=args.device, raw=_raw(args), segment_frames=args.segment_frames,
                          container=args.format, progress=not args.quiet and not args.json, resume=args.resume,
-                         intra=args.intra, intra_quality=args.intra_quality, intra_period=args.intra_period)
+                         intra=args.intra, intra_quality=args.intra_quality, intra_period=args.intra_period,
+                         drop_alpha=args.drop_alpha)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

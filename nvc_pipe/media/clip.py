@@ -161,9 +161,7 @@ def normalize_pix_fmt(name: str) -> tuple[str, str | None]:
     sh = max(1, int(luma.height) // max(1, int(chroma.height)))
     lw = 1 if sw >= 2 else 0
     lh = 1 if sh >= 2 and sw >= 2 else 0  # 4:4:0 -> 4:4:4, 4:1:1 -> 4:2:2, 4:1:0 -> 4:2:0: no sample lost
-    bits = 8 if depth <= 8 else 10 if depth <= 10 else 12
-    if depth > 12:
-        log.warning("pixel format %s has %d-bit samples; nvc-pipe keeps 12 bits", name, depth)
+    bits = 8 if depth <= 8 else 10 if depth <= 10 else 12  # deeper: the demuxer warns once, naming the file
     out = f"yuv{_YUV_NAMES[(lw, lh)]}p{_DEPTH_SUFFIX[bits]}"
     return out, ("pc" if name.startswith("yuvj") else None)
 

@@ -112,7 +112,8 @@ class VideoSource:
         name: the path as given (``"-"`` for standard input), for messages.
     """
 
-    def __init__(self, container: Any, name: str, *, raw_fps: Fraction | None = None, copyable: bool = True) -> None:
+    def __init__(self, container: Any, name: str, *, raw_fps: Fraction | None = None, copyable: bool = True,
+                 drop_alpha: bool = False) -> None:
         self._container = container
         self.name = name
         self.path: str | None = None if (name == "-" or not copyable) else name
@@ -144,7 +145,12 @@ class VideoSource:
             self.close()
             raise InputError(f"no video frames in {name}")
         self._first = first
-        self.info = self._make_info(first, raw_fps)
+        try:
+            self.info = self._make_info(first, raw_fps)
+            _check_source(first, self.info, name, drop_alpha)
+        except BaseException:
+            self.close()
+            raise
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def _is_y4m(self) -> bool:
@@ -179,7 +185,11 @@ class VideoSource:
         else:
             color_range = "pc"
             colorspace = guess_colorspace(2, frame.width, frame.height)
-        info = VideoInfo(int(frame.width), int(frame.height), pix_fmt, fps, time_base, color_range, colorspace)
+        info = VideoInfo(int(frame.width), int(frame.height), pix_fmt, fps, time_base, color_range, colorspace,
+                         color_primaries=_int(getattr(frame, "color_primaries", 2)) or 2,
+                         color_trc=_int(getattr(frame, "color_trc", 2)) or 2,
+                         rotation=round(float(getattr(frame, "rotation", 0) or 0)),
+                         interlaced=bool(getattr(frame, "interlaced_frame", False)))
         log.debug("opened %s: %s", self.name, info)
         return info
 
@@ -305,6 +315,27 @@ class VideoSource:
         return f"VideoSource({self.name!r}, {getattr(self, 'info', None)})"
 
 
+def _check_source(frame: av.VideoFrame, info: VideoInfo, name: str, drop_alpha: bool) -> None:
+    """What the source has and we do not keep: alpha is an error (unless ``drop_alpha``), the rest one warning each.
+
+    Raises:
+        InputError: the source has an alpha channel and ``drop_alpha`` is false.
+    """
+    fmt = frame.format
+    comps = list(fmt.components)
+    if any(c.is_alpha for c in comps):
+        if not drop_alpha:
+            raise InputError(f"{name} has an alpha channel ({fmt.name}), which is not coded; "
+                             "pass --drop-alpha to encode the picture without it")
+        log.info("%s: alpha channel dropped (--drop-alpha)", name)
+    depth = max((int(c.bits) for c in comps if not c.is_alpha), default=8)
+    if depth > info.bit_depth:
+        log.warning("%s: %d-bit samples (%s) are kept as %d-bit (%s)", name, depth, fmt.name, info.bit_depth,
+                    info.pix_fmt)
+    if info.interlaced:
+        log.warning("%s is interlaced: its frames are coded as progressive pictures (not deinterlaced)", name)
+
+
 def _int(value: Any) -> int:
     try:
         return int(value)
@@ -312,18 +343,19 @@ def _int(value: Any) -> int:
         return 0
 
 
-def open_video(path: str, raw: RawOptions | None = None) -> VideoSource:
+def open_video(path: str, raw: RawOptions | None = None, *, drop_alpha: bool = False) -> VideoSource:
     """Open a video for one pass.
 
     Args:
         path: a file PyAV can open, a raw ``.yuv``/``.rgb``/``.raw`` file, or ``"-"`` for y4m on standard input.
         raw: size/fps/pix_fmt of a raw file (ignored for other inputs).
+        drop_alpha: accept a source with an alpha channel and code its picture only (else an ``InputError``).
 
     Returns:
         A :class:`VideoSource` whose first frame is already decoded (so :attr:`VideoSource.info` is exact).
 
     Raises:
-        InputError: missing/unreadable file, no video stream, zero frames.
+        InputError: missing/unreadable file, no video stream, zero frames, alpha without ``drop_alpha``.
         ConfigError: a raw input without ``--size``, ``--fps`` or ``--pix-fmt``.
     """
     path = os.fspath(path)
@@ -332,8 +364,8 @@ def open_video(path: str, raw: RawOptions | None = None) -> VideoSource:
         if os.path.getsize(path) == 0:
             container.close()
             raise InputError(f"no video frames in {path}")
-        return VideoSource(container, path, raw_fps=fps, copyable=False)
-    return VideoSource(_open_container(path), path)
+        return VideoSource(container, path, raw_fps=fps, copyable=False, drop_alpha=drop_alpha)
+    return VideoSource(_open_container(path), path, drop_alpha=drop_alpha)
 
 
 def count_frames(path: str, raw: RawOptions | None = None) -> int:

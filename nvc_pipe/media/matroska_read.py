@@ -17,6 +17,8 @@ TimestampScale units (ns).
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
@@ -45,6 +47,10 @@ class Track:
     name: str = ""
     default_duration: int = 0  # ns
     tags: dict[str, str] = field(default_factory=dict)
+    interlaced: int = 0  # FlagInterlaced: 0 undetermined, 1 interlaced, 2 progressive
+    primaries: int = 2  # Colour/Primaries (2 = unspecified)
+    transfer: int = 2  # Colour/TransferCharacteristics
+    roll: float = 0.0  # Projection/ProjectionPoseRoll, degrees
 
 
 @dataclass
@@ -334,7 +340,36 @@ def _track(r: _Reader, start: int, size: int) -> Track:
             t.name = _text(r.payload(cstart, csize, 4096))
         elif cid == 0x23E383:
             t.default_duration = _uint(r.payload(cstart, csize))
+        elif cid == 0xE0:
+            _video(r, cstart, csize, t)
     return t
+
+
+def _float(data: bytes) -> float:
+    if len(data) == 4:
+        return struct.unpack(">f", data)[0]
+    if len(data) == 8:
+        return struct.unpack(">d", data)[0]
+    if not data:
+        return 0.0
+    raise MatroskaError("float element of a bad size")
+
+
+def _video(r: _Reader, start: int, size: int, t: Track) -> None:
+    for cid, cstart, csize in r.children(start, size):
+        if cid == 0x9A:
+            t.interlaced = _uint(r.payload(cstart, csize))
+        elif cid == 0x55B0:
+            for kid, kstart, ksize in r.children(cstart, csize):
+                if kid == 0x55BB:
+                    t.primaries = _uint(r.payload(kstart, ksize))
+                elif kid == 0x55BA:
+                    t.transfer = _uint(r.payload(kstart, ksize))
+        elif cid == 0x7670:
+            for kid, kstart, ksize in r.children(cstart, csize):
+                if kid == 0x7675:
+                    roll = _float(r.payload(kstart, ksize, 8))
+                    t.roll = roll if math.isfinite(roll) else 0.0
 
 
 def _tag(r: _Reader, start: int, size: int, tags: dict[int, dict[str, str]]) -> None:

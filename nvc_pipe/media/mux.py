@@ -40,7 +40,7 @@ import logging
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, BinaryIO, Iterable, Iterator
 
@@ -464,6 +464,23 @@ def _read_blocks(f: BinaryIO, mkv: MatroskaFile, track: Track, path: str, tb: Fr
         raise BitstreamError(f"cannot read {path}: {one_line(exc)}") from exc
     finally:
         f.close()
+
+
+def with_track_metadata(info: VideoInfo, path: str) -> VideoInfo:
+    """``info`` with the colour primaries, transfer, rotation and interlaced flag of the MKV's NVC track.
+
+    The sequence header holds size, layout, matrix and range; these four live in the track (§6 of
+    docs/bitstream.md). A file of an earlier version, or one without them, leaves ``info`` as it is.
+    """
+    opened = _open_new(os.fspath(path))
+    if opened is None:
+        return info
+    f, _mkv, track = opened
+    f.close()
+    return replace(info, color_primaries=track.primaries if 0 <= track.primaries <= 255 else 2,
+                   color_trc=track.transfer if 0 <= track.transfer <= 255 else 2,
+                   rotation=round(track.roll) % 360 if abs(track.roll) < 1e6 else 0,
+                   interlaced=track.interlaced == 1)
 
 
 def carrier_offset(path: str) -> Fraction | None:

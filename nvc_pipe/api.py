@@ -30,6 +30,7 @@ from .media.demux import RawOptions, open_video
 from .media.atomic import atomic_output
 from .media.mux import Packet, read_mkv, with_track_metadata, write_mkv
 from .media.sink import open_sink
+from .media.spool import spool_stdin, write_stdout
 from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
 from .pipeline import Work, run_stages
 from .plugins import (ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec,
@@ -141,7 +142,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                 overrides: dict | None = None, device: str = "auto", raw: RawOptions | None = None,
                 segment_frames: int | None = None, container: str | None = None, progress: bool = True,
                 resume: bool = False, intra: str | None = None, intra_quality: int | None = None,
-                intra_period: int | None = None, drop_alpha: bool = False) -> dict:
+                intra_period: int | None = None, drop_alpha: bool = False, overwrite: bool = True) -> dict:
     """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
 
     Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
@@ -161,10 +162,12 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         raise ConfigError(f"unknown output format {container!r} (mkv or nvc)")
     if segment_frames is not None and segment_frames <= 0:
         raise ConfigError("--segment-frames must be positive")
+    if output_path == "-" and resume:
+        raise ConfigError("--resume needs an output file, not standard output")
     t_start = time.perf_counter()
     aus, pts, segments = [], [], []
     ckpt = None
-    if input_path != "-" or resume:
+    if (input_path != "-" or resume) and output_path != "-":
         key = {"input": input_identity(input_path) if os.path.isfile(input_path) else input_path,
                "codec": plugin.name if plugin else ALL_INTRA, "model": plugin.config_to_dict(cfg) if plugin else {},
                "train": dataclasses.asdict(cfg.train) if plugin else {}, "intra": spec.to_dict() if spec else {},
@@ -206,8 +209,11 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                          spec.to_dict() if spec else {})
     header = pack_stream_header(seq)
     stream_bytes = len(header) + sum(len(a) for a in aus)
-    if container == "nvc":
-        with atomic_output(output_path) as tmp, open(tmp, "wb") as f:
+    file_bytes = None
+    if container == "nvc" and output_path == "-":
+        file_bytes = write_stdout([header, *aus])
+    elif container == "nvc":
+        with atomic_output(output_path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
             f.write(header)
             for a in aus:
                 f.write(a)
@@ -215,10 +221,10 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         packets = [Packet(a, pts[s["first_frame"]], _segment_duration(pts, s, info)) for a, s in zip(aus, segments)]
         label = name + (f"+{spec.codec}" if spec and plugin else f":{spec.codec}" if spec else "")
         tags = {"NVC_CODEC": label, "NVC_VERSION": __version__, "title": f"nvc-pipe {label} stream"}
-        write_mkv(output_path, header, packets, info, tags, copy_from=source_path)
+        file_bytes = write_mkv(output_path, header, packets, info, tags, copy_from=source_path, overwrite=overwrite)
     if ckpt:
         ckpt.remove()
-    file_bytes = _file_size(output_path)
+    file_bytes = file_bytes if output_path == "-" else _file_size(output_path)
     n = len(pts)
     return {
         "input": input_path, "output": output_path, "container": container, "codec": name,
@@ -381,6 +387,8 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
                 reference: str | None = None, raw: RawOptions | None = None) -> dict:
     """Decode to `output_path` ('-' = y4m on stdout); with `reference`, measure quality against it."""
     dev = resolve_device(device)
+    if input_path == "-":
+        input_path = spool_stdin()  # an MKV/.nvc on standard input: the reader seeks, the audio is copied
     seq, aus, container = read_stream(input_path)
     info = _info_from_header(seq)
     if container == "mkv":

@@ -65,10 +65,13 @@ def _option(text: str) -> tuple[str, str]:
 
 
 def _add_raw_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("raw input (.yuv/.rgb files)")
-    g.add_argument("--size", type=_size, metavar="WxH", help="frame size of a raw input")
-    g.add_argument("--fps", type=_fps, metavar="F", help="frame rate of a raw input (25, 30000/1001)")
-    g.add_argument("--pix-fmt", metavar="FMT", help="pixel format of a raw input (yuv420p, yuv420p10le, ...)")
+    g = p.add_argument_group("raw input (.yuv/.rgb files; default: from names like clip_1920x1080_50fps_420_10bit.yuv)"
+                             " and image sequences (img%03d.png)")
+    g.add_argument("--size", "-s", type=_size, metavar="WxH", help="frame size of a raw input")
+    g.add_argument("--fps", "-framerate", "-r", type=_fps, metavar="F",
+                   help="frame rate of a raw input or image sequence (25, 30000/1001; images default to 25)")
+    g.add_argument("--pix-fmt", "-pix_fmt", metavar="FMT",
+                   help="pixel format of a raw input (yuv420p, yuv420p10le, ...)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,9 +173,10 @@ def _cmd_encode(args) -> int:
                          device=args.device, raw=_raw(args), segment_frames=args.segment_frames,
                          container=args.format, progress=not args.quiet and not args.json, resume=args.resume,
                          intra=args.intra, intra_quality=args.intra_quality, intra_period=args.intra_period,
-                         drop_alpha=args.drop_alpha)
+                         drop_alpha=args.drop_alpha, overwrite=args.overwrite or args.resume)
+    out = sys.stderr if args.output == "-" else sys.stdout  # stdout holds the stream
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2), file=out)
     else:
         intra = report["config"]["intra"]
         what = f"{report['codec']}:{report['preset']}" if report["preset"] else report["codec"]
@@ -181,12 +185,12 @@ def _cmd_encode(args) -> int:
         elif intra:
             what = f"{intra['codec']} q{intra['quality']} all-intra"
         print(f"{report['output']}: {report['frames']} frames {report['width']}x{report['height']} "
-              f"{what} on {report['device']} in {report['time_s']:.1f} s")
+              f"{what} on {report['device']} in {report['time_s']:.1f} s", file=out)
         print(f"  stream {report['stream_bytes']} B  bpp {report['bpp']:.5f}  (file {report['file_bytes']} B, "
-              f"bpp {report['bpp_file']:.5f})")
+              f"bpp {report['bpp_file']:.5f})", file=out)
         ssim = report["ms_ssim"]
         print(f"  PSNR {report['psnr_rgb_db']:.2f} dB RGB, {report['psnr_yuv_db']:.2f} dB YUV 6:1:1"
-              + (f", MS-SSIM {ssim:.4f}" if ssim is not None else ""))
+              + (f", MS-SSIM {ssim:.4f}" if ssim is not None else ""), file=out)
     return 0
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import av
 import numpy as np
@@ -28,6 +29,8 @@ import numpy as np
 from ..errors import ConfigError, InputError, one_line
 from .clip import Segment, VideoInfo, guess_colorspace, normalize_pix_fmt, to_fraction
 from .convert import frame_to_rgb
+from .rawname import raw_params_from_name
+from .spool import spool_stdin
 from .streamcopy import open_input
 
 log = logging.getLogger(__name__)
@@ -60,10 +63,16 @@ def is_raw_path(path: str) -> bool:
 
 def _raw_params(path: str, raw: RawOptions | None) -> tuple[int, int, Fraction, str]:
     raw = raw or RawOptions()
-    pix_fmt = raw.pix_fmt or ("rgb24" if path.lower().endswith(".rgb") else None)
-    missing = [flag for flag, value in (("--size", raw.size), ("--fps", raw.fps), ("--pix-fmt", pix_fmt)) if not value]
+    named_size, named_fps, named_fmt = raw_params_from_name(path)  # Beauty_1920x1080_120fps_420_8bit_YUV.yuv
+    size = raw.size or named_size
+    fps = raw.fps or named_fps
+    pix_fmt = raw.pix_fmt or named_fmt or ("rgb24" if path.lower().endswith(".rgb") else None)
+    missing = [flag for flag, value in (("--size", size), ("--fps", fps), ("--pix-fmt", pix_fmt)) if not value]
     if missing:
-        raise ConfigError(f"raw input {path} needs {', '.join(missing)}")
+        raise ConfigError(f"raw input {path} needs {', '.join(missing)} (not in its name)")
+    if (size, fps, pix_fmt) != (raw.size, raw.fps, raw.pix_fmt):
+        log.info("%s: raw %sx%s %s fps %s (from the options and the file name)", path, size[0], size[1], fps, pix_fmt)
+    raw = RawOptions(size=size, fps=fps, pix_fmt=pix_fmt)
     try:
         width, height = (int(v) for v in raw.size)  # type: ignore[union-attr]
         fps = Fraction(raw.fps) if not isinstance(raw.fps, Fraction) else raw.fps
@@ -94,12 +103,82 @@ def _open_raw(path: str, raw: RawOptions | None) -> tuple[Any, Fraction]:
     return container, fps
 
 
-def _open_container(path: str) -> Any:
-    if path == "-":
+_SEQUENCE = re.compile(r"%0?\d*d")
+
+
+def is_image_sequence(path: str) -> bool:
+    """True for ``printf``-style image-sequence names such as ``img%03d.png`` (FFmpeg's image2 demuxer)."""
+    return bool(_SEQUENCE.search(os.path.basename(str(path))))
+
+
+class _Prefixed:
+    """A read-only file object: ``head`` (bytes already read to sniff the format), then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n is None or n < 0:
+                data, self._head = self._head + self._stream.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            return data
+        return self._stream.read(n)
+
+
+def _open_stdin() -> tuple[Any, str | None]:
+    """Standard input: y4m is read as it streams; any other container is first spooled to a temporary file (so
+    FFmpeg can seek, e.g. an mp4 whose index is at the end, and its audio can be copied). Returns
+    ``(container, spool path or None)``."""
+    stdin = sys.stdin.buffer
+    try:
+        head = stdin.read(9)
+    except OSError as exc:
+        raise InputError(f"cannot read standard input: {one_line(exc)}") from exc
+    if not head:
+        raise InputError("no data on standard input")
+    if head == b"YUV4MPEG2":
         try:
-            return av.open(sys.stdin.buffer, format="yuv4mpegpipe")
+            return av.open(_Prefixed(head, stdin), format="yuv4mpegpipe"), None
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise InputError(f"cannot read y4m from standard input: {one_line(exc)}") from exc
+    path = spool_stdin(head)
+    return open_input(path, "standard input", lambda reason: InputError(
+        f"cannot read standard input: not a format FFmpeg knows ({reason})")), path
+
+
+def _open_sequence(path: str, raw: RawOptions | None) -> tuple[Any, Fraction]:
+    raw = raw or RawOptions()
+    if raw.size or raw.pix_fmt:
+        raise ConfigError(f"--size and --pix-fmt do not apply to the image sequence {path} (its images say)")
+    fps = Fraction(raw.fps) if raw.fps else _DEFAULT_FPS
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot open image sequence {path}: directory {directory} does not exist")
+    try:
+        container = av.open(path, format="image2", options={"framerate": f"{fps.numerator}/{fps.denominator}"})
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"cannot open image sequence {path}: {one_line(exc)}") from exc
+    return container, fps
+
+
+def _refuse_raw_options(path: str, raw: RawOptions | None) -> None:
+    """A container or y4m says its own size, rate and layout: options that would be ignored are refused."""
+    if raw is None:
+        return
+    given = [flag for flag, value in (("--size", raw.size), ("--fps", raw.fps), ("--pix-fmt", raw.pix_fmt)) if value]
+    if given:
+        what = "standard input" if path == "-" else path
+        verb = "does" if len(given) == 1 else "do"
+        raise ConfigError(f"{', '.join(given)} {verb} not apply to {what}: it states its own size, rate and layout "
+                          "(these options are for raw .yuv/.rgb/.raw input, --fps also for image sequences)")
+
+
+def _open_container(path: str) -> Any:
+    if path == "-":
+        return _open_stdin()[0]
     return open_input(path)
 
 
@@ -113,10 +192,11 @@ class VideoSource:
     """
 
     def __init__(self, container: Any, name: str, *, raw_fps: Fraction | None = None, copyable: bool = True,
-                 drop_alpha: bool = False) -> None:
+                 drop_alpha: bool = False, sequence_fps: Fraction | None = None,
+                 copy_path: str | None = None) -> None:
         self._container = container
         self.name = name
-        self.path: str | None = None if (name == "-" or not copyable) else name
+        self.path: str | None = copy_path or (None if (name == "-" or not copyable) else name)
         self._used = False
         self._warned_pts = False
         self._warned_size = False
@@ -134,7 +214,8 @@ class VideoSource:
         except (AttributeError, ValueError, av.FFmpegError):  # pragma: no cover - codec without threading
             pass
         self._raw = raw_fps is not None
-        self._synthetic_pts = self._raw or name == "-" or self._is_y4m()
+        self._synthetic_pts = self._raw or sequence_fps is not None or (name == "-" and copy_path is None) \
+            or self._is_y4m()
         self._decoder = self._decode_frames()
         try:
             first = next(self._decoder, None)
@@ -146,7 +227,7 @@ class VideoSource:
             raise InputError(f"no video frames in {name}")
         self._first = first
         try:
-            self.info = self._make_info(first, raw_fps)
+            self.info = self._make_info(first, raw_fps or sequence_fps)
             _check_source(first, self.info, name, drop_alpha)
         except BaseException:
             self.close()
@@ -365,7 +446,14 @@ def open_video(path: str, raw: RawOptions | None = None, *, drop_alpha: bool = F
             container.close()
             raise InputError(f"no video frames in {path}")
         return VideoSource(container, path, raw_fps=fps, copyable=False, drop_alpha=drop_alpha)
-    return VideoSource(_open_container(path), path, drop_alpha=drop_alpha)
+    if path != "-" and is_image_sequence(path) and not os.path.exists(path):
+        container, fps = _open_sequence(path, raw)
+        return VideoSource(container, path, sequence_fps=fps, copyable=False, drop_alpha=drop_alpha)
+    _refuse_raw_options(path, raw)
+    if path == "-":
+        container, spooled = _open_stdin()
+        return VideoSource(container, path, copy_path=spooled, drop_alpha=drop_alpha)
+    return VideoSource(open_input(path), path, drop_alpha=drop_alpha)
 
 
 def count_frames(path: str, raw: RawOptions | None = None) -> int:

@@ -40,6 +40,7 @@ import logging
 import os
 import re
 import struct
+import sys
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, BinaryIO, Iterable, Iterator
@@ -184,11 +185,13 @@ def write_mkv(
     info: VideoInfo,
     tags: dict[str, str],
     copy_from: str | None = None,
-) -> None:
-    """Write an NVC stream into a Matroska file (atomically).
+    *,
+    overwrite: bool = True,
+) -> int:
+    """Write an NVC stream into a Matroska file (atomically), or as streamable Matroska to standard output.
 
     Args:
-        path: output ``.mkv`` path.
+        path: output ``.mkv`` path, or ``"-"`` for standard output (no Duration, sizes unknown, Cues last).
         header: the stream's global header (CodecPrivate, after the BITMAPINFOHEADER).
         packets: access units in increasing pts order, one Matroska block each (at least one); consumed lazily,
             so the caller can encode while this writes.
@@ -199,9 +202,14 @@ def write_mkv(
         copy_from: a media file whose audio and subtitle streams are all copied byte for byte (an NVC MKV's own
             track is skipped and its clock offset undone); ``None`` for none. A stream of a codec Matroska cannot
             carry here is dropped with one warning line.
+        overwrite: replace an existing ``path``; when false, a file that appeared while this was writing (another
+            encode) is an ``OutputError`` at the final rename and stays untouched.
+
+    Returns:
+        The number of bytes written.
 
     Raises:
-        OutputError: the file cannot be written (no partial file is left).
+        OutputError: the file cannot be written (no partial file is left), or exists and ``overwrite`` is false.
         InputError: ``copy_from`` cannot be read.
         ConfigError: bad tags.
         ValueError: no packets, or packets that are not access units (empty payload, pts going backwards).
@@ -234,16 +242,47 @@ def write_mkv(
     try:
         if copy_from is not None:
             source = open_input(copy_from, "audio source")
-        with atomic_output(path) as tmp:
+        if path == "-":  # a pipe: streamable Matroska (unknown sizes, nothing patched), not atomic
+            out = _CountingWriter(sys.stdout.buffer)
+            try:
+                _write(out, "standard output", header, first_packet, source_iter, info, stream_tags, source,
+                       copy_from)
+                out.flush()
+            except BrokenPipeError as exc:
+                raise OutputError("standard output closed by the reader (broken pipe)") from exc
+            return out.written
+        with atomic_output(path, overwrite=overwrite) as tmp:
             try:
                 f = open(tmp, "wb")
             except OSError as exc:
                 raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
             with f:
                 _write(f, path, header, first_packet, source_iter, info, stream_tags, source, copy_from)
+                written = f.tell()
+        return written
     finally:
         if source is not None:
             source.close()
+
+
+class _CountingWriter:
+    """A non-seekable binary writer that counts what it writes (standard output)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self._stream.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    @staticmethod
+    def seekable() -> bool:
+        return False
 
 
 def bitmapinfoheader(width: int, height: int, extra: bytes) -> bytes:

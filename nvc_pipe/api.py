@@ -26,7 +26,7 @@ from .intra.frames import ALL_INTRA, IntraSpec, encode_section, image_codec_for,
 from .intra.image import MAGIC_IMAGE
 from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
-from .media.demux import RawOptions, open_video
+from .media.demux import RawOptions, Selection, open_video
 from .media.atomic import atomic_output
 from .media.mux import Packet, read_mkv, with_track_metadata, write_mkv
 from .media.sink import open_sink
@@ -142,7 +142,8 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                 overrides: dict | None = None, device: str = "auto", raw: RawOptions | None = None,
                 segment_frames: int | None = None, container: str | None = None, progress: bool = True,
                 resume: bool = False, intra: str | None = None, intra_quality: int | None = None,
-                intra_period: int | None = None, drop_alpha: bool = False, overwrite: bool = True) -> dict:
+                intra_period: int | None = None, drop_alpha: bool = False, overwrite: bool = True,
+                select: Selection | None = None) -> dict:
     """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
 
     Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
@@ -175,7 +176,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                "device": dev.type, "payload_version": plugin.payload_version if plugin else 1}
         ckpt = Checkpoint(output_path, key, resume)
     dec = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
-    with open_video(input_path, raw, drop_alpha=drop_alpha) as src:
+    with open_video(input_path, raw, drop_alpha=drop_alpha, select=select) as src:
         info = src.info
         quality = _Quality(info)
         for seg in src.segments(segment_frames):
@@ -199,7 +200,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
             aus.append(au_bytes)
             pts.extend(int(p) for p in seg.pts)
             segments.append(meta)
-        source_path = src.path
+        source_path, copy_window = src.path, src.copy_window
     if not aus:
         raise InputError(f"no video frames in {input_path}")
     name = plugin.name if plugin else ALL_INTRA
@@ -221,7 +222,8 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         packets = [Packet(a, pts[s["first_frame"]], _segment_duration(pts, s, info)) for a, s in zip(aus, segments)]
         label = name + (f"+{spec.codec}" if spec and plugin else f":{spec.codec}" if spec else "")
         tags = {"NVC_CODEC": label, "NVC_VERSION": __version__, "title": f"nvc-pipe {label} stream"}
-        file_bytes = write_mkv(output_path, header, packets, info, tags, copy_from=source_path, overwrite=overwrite)
+        file_bytes = write_mkv(output_path, header, packets, info, tags, copy_from=source_path, overwrite=overwrite,
+                               copy_window=copy_window)
     if ckpt:
         ckpt.remove()
     file_bytes = file_bytes if output_path == "-" else _file_size(output_path)

@@ -14,7 +14,7 @@ from media_factory import FFMPEG, FFPROBE, packets_of, run
 
 from nvc_pipe.errors import ConfigError, InputError, OutputError
 from nvc_pipe.media.atomic import atomic_output
-from nvc_pipe.media.demux import RawOptions, open_video
+from nvc_pipe.media.demux import RawOptions, Selection, open_video
 
 TINY = ("--preset", "tiny", "--quiet")
 
@@ -125,3 +125,32 @@ def test_final_rename_does_not_clobber(tmp_path):
     with atomic_output(str(target)) as tmp:  # -y
         open(tmp, "wb").write(b"replaced")
     assert target.read_bytes() == b"replaced"
+
+
+def test_ss_t_frames_select_frames_and_cut_audio(tmp_path, nvc):
+    src = tmp_path / "one.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=1", "-f", "lavfi", "-i",
+            "sine=frequency=440:sample_rate=48000:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a",
+            "aac", "-shortest", str(src))
+    with open_video(str(src), select=Selection(Fraction(2, 5), Fraction(1, 5))) as video:
+        frames = list(video.frames())
+        window = video.copy_window
+    assert len(frames) == 5 and frames[0][1] == 0  # 0.4 s .. 0.56 s, pts from 0
+    assert window == (Fraction(2, 5), Fraction(3, 5))
+    with open_video(str(src)) as video:
+        everything = [rgb for rgb, _ in video.frames()]
+    assert all((a == b).all() for (a, _), b in zip(frames, everything[10:15]))
+    with open_video(str(src), select=Selection(frames=3)) as video:
+        assert len(list(video.frames())) == 3
+    out = tmp_path / "cut.mkv"
+    enc = nvc("encode", str(src), "-ss", "0.4", "-t", "200ms", "-o", str(out), "--json", *TINY)
+    assert enc.returncode == 0, enc.stderr
+    assert json.loads(enc.stdout)["frames"] == 5
+    # the audio is cut to the same window and starts with the video, bytes unchanged
+    kept = [data for data, _, _ in packets_of(str(out), "audio")]
+    inside = [data for data, pts, dur in packets_of(str(src), "audio")  # mp4 audio: time base 1/48000
+              if Fraction(pts + dur, 48000) > Fraction(2, 5) and Fraction(pts, 48000) < Fraction(3, 5)]
+    assert kept == inside and len(kept) > 5
+    for args in (("-frames:v", "0"), ("-ss", "abc"), ("-t", "0")):
+        r = nvc("encode", str(src), *args, "-o", str(tmp_path / "x.mkv"), *TINY)
+        assert r.returncode == 2 and r.stderr.decode().count("\n") == 1, (args, r.stderr)

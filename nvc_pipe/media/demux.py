@@ -56,6 +56,27 @@ class RawOptions:
 
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which frames to encode (the CLI's ``-ss``, ``-t``, ``-frames:v``), in seconds from the first frame.
+
+    Attributes:
+        start: skip frames before this time (``-ss``).
+        duration: keep frames before ``start + duration`` (``-t``).
+        frames: keep at most this many frames (``-frames:v``).
+    """
+
+    start: Fraction = Fraction(0)
+    duration: Fraction | None = None
+    frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or (self.duration is not None and self.duration <= 0) or \
+                (self.frames is not None and self.frames <= 0):
+            raise ConfigError(f"bad frame selection: -ss {self.start} -t {self.duration} -frames:v {self.frames} "
+                              "(start >= 0, duration and frames > 0)")
+
+
 def is_raw_path(path: str) -> bool:
     """True for file names that are read as headerless raw video (``.yuv``, ``.rgb``, ``.raw``)."""
     return os.path.splitext(str(path))[1].lower() in RAW_EXTENSIONS
@@ -197,6 +218,8 @@ class VideoSource:
         self._container = container
         self.name = name
         self.path: str | None = copy_path or (None if (name == "-" or not copyable) else name)
+        self.selection: Selection | None = None
+        self._window: tuple[Fraction, Fraction | None] | None = None
         self._used = False
         self._warned_pts = False
         self._warned_size = False
@@ -320,6 +343,10 @@ class VideoSource:
         """
         info = self.info
         prev: int | None = None
+        sel = self.selection
+        origin: int | None = None  # pts of the input's first frame: -ss/-t count from there
+        first_kept: int | None = None
+        kept = 0
         for index, frame in enumerate(self._all_frames()):
             if self._synthetic_pts:
                 pts = index
@@ -333,6 +360,20 @@ class VideoSource:
                     pts = guess
                 pts = int(pts)
             prev = pts
+            if sel is not None:
+                origin = pts if origin is None else origin
+                t = (pts - origin) * self._time_base
+                if t < sel.start:
+                    continue
+                if (sel.duration is not None and t >= sel.start + sel.duration) or \
+                        (sel.frames is not None and kept >= sel.frames):
+                    self._window = (self._window or (Fraction(0), None))[0], pts * self._time_base
+                    break
+                if first_kept is None:
+                    first_kept = pts
+                    self._window = (pts * self._time_base, None)
+                kept += 1
+                pts -= first_kept  # the selection starts at 0, like ffmpeg's output
             if (int(frame.width), int(frame.height)) != (info.width, info.height):
                 if not self._warned_size:
                     log.warning(
@@ -346,6 +387,12 @@ class VideoSource:
             except (av.FFmpegError, ValueError) as exc:
                 raise InputError(f"cannot convert frame {index} of {self.name}: {one_line(exc)}") from exc
             yield rgb, pts
+
+    @property
+    def copy_window(self) -> tuple[Fraction, Fraction | None] | None:
+        """With a :attr:`selection`, after reading: ``(start, end)`` of the kept frames in the input's seconds
+        (``end`` ``None`` when the input ran out first), for cutting the copied audio the same way."""
+        return self._window
 
     def segments(self, frames_per_segment: int | None) -> Iterator[Segment]:
         """Group the frames into :class:`Segment` blocks.
@@ -424,13 +471,15 @@ def _int(value: Any) -> int:
         return 0
 
 
-def open_video(path: str, raw: RawOptions | None = None, *, drop_alpha: bool = False) -> VideoSource:
+def open_video(path: str, raw: RawOptions | None = None, *, drop_alpha: bool = False,
+               select: Selection | None = None) -> VideoSource:
     """Open a video for one pass.
 
     Args:
         path: a file PyAV can open, a raw ``.yuv``/``.rgb``/``.raw`` file, or ``"-"`` for y4m on standard input.
         raw: size/fps/pix_fmt of a raw file (ignored for other inputs).
         drop_alpha: accept a source with an alpha channel and code its picture only (else an ``InputError``).
+        select: keep only these frames (their pts then start at 0; see :attr:`VideoSource.copy_window`).
 
     Returns:
         A :class:`VideoSource` whose first frame is already decoded (so :attr:`VideoSource.info` is exact).
@@ -440,6 +489,12 @@ def open_video(path: str, raw: RawOptions | None = None, *, drop_alpha: bool = F
         ConfigError: a raw input without ``--size``, ``--fps`` or ``--pix-fmt``.
     """
     path = os.fspath(path)
+    source = _open_video(path, raw, drop_alpha)
+    source.selection = select
+    return source
+
+
+def _open_video(path: str, raw: RawOptions | None, drop_alpha: bool) -> VideoSource:
     if path != "-" and is_raw_path(path):
         container, fps = _open_raw(path, raw)
         if os.path.getsize(path) == 0:

@@ -187,6 +187,7 @@ def write_mkv(
     copy_from: str | None = None,
     *,
     overwrite: bool = True,
+    copy_window: tuple[Fraction, Fraction | None] | None = None,
 ) -> int:
     """Write an NVC stream into a Matroska file (atomically), or as streamable Matroska to standard output.
 
@@ -202,6 +203,8 @@ def write_mkv(
         copy_from: a media file whose audio and subtitle streams are all copied byte for byte (an NVC MKV's own
             track is skipped and its clock offset undone); ``None`` for none. A stream of a codec Matroska cannot
             carry here is dropped with one warning line.
+        copy_window: ``(start, end)`` in ``copy_from``'s seconds: copy only the packets in it, moved back by
+            ``start`` (the frames were cut by ``-ss``/``-t``/``-frames:v`` and start at 0); ``None`` = all.
         overwrite: replace an existing ``path``; when false, a file that appeared while this was writing (another
             encode) is an ``OutputError`` at the final rename and stays untouched.
 
@@ -246,7 +249,7 @@ def write_mkv(
             out = _CountingWriter(sys.stdout.buffer)
             try:
                 _write(out, "standard output", header, first_packet, source_iter, info, stream_tags, source,
-                       copy_from)
+                       copy_from, copy_window)
                 out.flush()
             except BrokenPipeError as exc:
                 raise OutputError("standard output closed by the reader (broken pipe)") from exc
@@ -257,7 +260,8 @@ def write_mkv(
             except OSError as exc:
                 raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
             with f:
-                _write(f, path, header, first_packet, source_iter, info, stream_tags, source, copy_from)
+                _write(f, path, header, first_packet, source_iter, info, stream_tags, source, copy_from,
+                       copy_window)
                 written = f.tell()
         return written
     finally:
@@ -323,6 +327,7 @@ def _write(
     stream_tags: dict[str, str],
     source: Any,
     source_name: str | None,
+    window: tuple[Fraction, Fraction | None] | None = None,
 ) -> None:
     tracks = [video_track(info, header, stream_tags)]
     mapping: dict[int, int] = {}
@@ -341,7 +346,7 @@ def _write(
             mapping[stream.index] = len(tracks)
         offset = source_offset(str(source_name))
         pump = PacketPump(source, mapping, None, offset, str(source_name),
-                          emit=lambda p, number: _copy(writer, p, number, shift))
+                          emit=lambda p, number: _copy(writer, p, number, shift), window=window)
         earliest = pump.first_time()
         if earliest is not None:
             shift = max(Fraction(0), -earliest)

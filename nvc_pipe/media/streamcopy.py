@@ -115,11 +115,16 @@ class PacketPump:
     """
 
     def __init__(self, source: Any, mapping: dict[int, Any], output: Any, offset: Fraction, label: str,
-                 emit: Callable[[Any, Any], None] | None = None) -> None:
+                 emit: Callable[[Any, Any], None] | None = None,
+                 window: tuple[Fraction, Fraction | None] | None = None) -> None:
         self._output = output
         self._emit = emit
         self._mapping = mapping
-        self._offset = offset
+        # ``window`` (seconds, after ``offset``): copy only packets inside it, and start the clock at its start.
+        self._start = window[0] if window else Fraction(0)
+        self._end = window[1] if window else None
+        self._clock = offset  # source clock -> original clock
+        self._offset = offset + self._start
         self._label = label
         self._pending: Any = None
         self._iter = self._packets(source) if mapping else iter(())
@@ -130,9 +135,21 @@ class PacketPump:
             for packet in source.demux(streams):
                 if packet.dts is None and packet.pts is None:
                     continue  # demux() ends every stream with an empty flush packet
+                if self._start or self._end is not None:
+                    t = packet_time(packet)
+                    if t is not None and not self._inside(t - self._clock, packet):
+                        continue
                 yield packet
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"cannot read {self._label}: {one_line(exc)}") from exc
+
+    def _inside(self, t: Fraction, packet: Any) -> bool:
+        """Whether a packet at ``t`` (original clock) belongs to the window: it ends after the start (when there
+        is a start) and begins before the end."""
+        tb = to_fraction(packet.time_base) or Fraction(0)
+        if self._start and t + (packet.duration or 0) * tb <= self._start:
+            return False
+        return self._end is None or t < self._end
 
     def _mux(self, packet: Any) -> None:
         out = self._mapping[packet.stream.index]

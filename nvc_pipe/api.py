@@ -9,6 +9,7 @@ Reports are plain dicts (JSON-able). Nothing here prints; errors are `NvcError`s
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from fractions import Fraction
@@ -27,7 +28,7 @@ from .intra.image import MAGIC_IMAGE
 from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
 from .media.demux import RawOptions, Selection, open_video
-from .media.atomic import atomic_output
+from .media.atomic import atomic_output, check_writable
 from .media.mux import Packet, read_mkv, with_track_metadata, write_mkv
 from .media.sink import open_sink
 from .media.spool import spool_stdin, write_stdout
@@ -35,6 +36,8 @@ from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
 from .pipeline import Work, run_stages
 from .plugins import (ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec,
                       load_image_codec)
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -165,6 +168,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         raise ConfigError("--segment-frames must be positive")
     if output_path == "-" and resume:
         raise ConfigError("--resume needs an output file, not standard output")
+    check_writable(output_path)  # exit 4 now, not after the training
     t_start = time.perf_counter()
     aus, pts, segments = [], [], []
     ckpt = None
@@ -401,7 +405,13 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
     ref_src = open_video(reference, raw, drop_alpha=True) if reference else None
     try:
         if ref_src is not None:
-            ref_frames = ref_src.frames()
+            ref_size = (ref_src.info.width, ref_src.info.height)
+            if ref_size != (info.width, info.height):  # measured never, decoded anyway
+                log.warning("reference %s is %dx%d, the stream %dx%d: no quality measured", reference, *ref_size,
+                            info.width, info.height)
+                quality = None
+            else:
+                ref_frames = ref_src.frames()
         sink = open_sink(output_path, info, vcodec=vcodec, codec_options=codec_options, pix_fmt=pix_fmt,
                          audio_from=input_path if container == "mkv" else None)
         with sink:
@@ -410,9 +420,12 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
                 sink.write(frame, pts)
                 if ref_frames is not None:
                     ref = next(ref_frames, None)
-                    if ref is None:
-                        raise InputError(f"reference {reference} has fewer frames than the stream")
-                    quality.add(frame, ref[0])
+                    if ref is None:  # measure the overlap, keep decoding
+                        log.warning("reference %s has %d frames, the stream %d: quality measured on the first %d",
+                                    reference, n, seq.frame_count, n)
+                        ref_frames = None
+                    else:
+                        quality.add(frame, _same_scale(ref[0], info.max_value))
                 n += 1
     finally:
         if ref_src is not None:
@@ -425,6 +438,15 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
     if quality is not None:
         report.update(quality.summary())
     return report
+
+
+def _same_scale(rgb: np.ndarray, max_value: int) -> np.ndarray:
+    """A reference frame on the stream's RGB scale (8-bit references of a deep stream and vice versa)."""
+    if max_value == 255 and rgb.dtype != np.uint8:
+        return ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if max_value != 255 and rgb.dtype == np.uint8:
+        return rgb.astype(np.uint16) * 257
+    return rgb
 
 
 def _describe(dec: Decoder, au: AccessUnit, seq: SequenceHeader) -> dict:

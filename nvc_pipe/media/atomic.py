@@ -82,6 +82,27 @@ def _link_no_clobber(tmp: str, path: str) -> None:
     os.unlink(tmp)
 
 
+def check_writable(path: str) -> None:
+    """Fail now, not after hours of work, when ``path`` could not be written: create and remove a temporary file
+    beside it (``"-"`` is always writable).
+
+    Raises:
+        OutputError: ``path`` is a directory, its directory is missing, or no file can be created there.
+    """
+    path = os.fspath(path)
+    if path == "-":
+        return
+    try:
+        with atomic_output(path):
+            raise _Probe
+    except _Probe:
+        pass
+
+
+class _Probe(Exception):
+    """Raised inside :func:`atomic_output` to discard the probe file."""
+
+
 def _remove_quietly(path: str) -> None:
     try:
         os.unlink(path)

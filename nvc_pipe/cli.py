@@ -182,6 +182,13 @@ def _raw(args):
     return RawOptions(size=args.size, fps=args.fps, pix_fmt=args.pix_fmt)
 
 
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
 def _selection(args):
     from .media.demux import Selection
 
@@ -321,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"{PROG} {args.command}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        hint = " (continue with --resume)" if args.command == "encode" else ""
+        resumable = args.command == "encode" and args.output != "-" and any(
+            n.endswith((".au", ".npz")) for n in _listdir(args.output + ".nvc-partial"))
+        hint = " (continue with --resume)" if resumable else ""
         _fail(f"{PROG} {args.command}: interrupted{hint}")
         return 130
     except BrokenPipeError:

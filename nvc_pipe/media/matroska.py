@@ -8,7 +8,7 @@ Layout written (the order mkvmerge and FFmpeg use)::
 
     EBML header (DocType matroska, version 4, read version 2)
     Segment (size patched at the end; "unknown" when the output cannot seek)
-      SeekHead  -> Info, Tracks, Tags, Cues
+      SeekHead  -> Info, Tracks, Tags, Cues (no Cues entry on a pipe)
       Info      TimestampScale 1 ms, Duration (patched at the end), MuxingApp, WritingApp
       Tracks    one TrackEntry per track
       Tags      per-track SimpleTags, with a DURATION tag per track (patched at the end)
@@ -133,14 +133,16 @@ class MatroskaWriter:
         tracks = E.master(TRACKS, *(self._track_entry(i + 1, spec) for i, spec in enumerate(self._tracks)))
         tags, duration_tags = self._tags()
         # SeekHead with fixed-width positions, so the Cues position can be patched in place.
-        seek_ids = [INFO, TRACKS] + ([TAGS] if tags else []) + [CUES]
+        # (a pipe gets no Cues entry: its position is only known at the end)
+        seek_ids = [INFO, TRACKS] + ([TAGS] if tags else []) + ([CUES] if self._seekable else [])
         at = len(self._seekhead(seek_ids, [0] * len(seek_ids)))
         positions = []
         for part in (info, tracks, tags):
             if part:
                 positions.append(at)
                 at += len(part)
-        positions.append(0)
+        if self._seekable:
+            positions.append(0)
         seekhead = self._seekhead(seek_ids, positions)
         self._patches["cues_position"] = self._pos + len(seekhead) - 8
         self._write(seekhead)

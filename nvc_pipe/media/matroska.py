@@ -17,9 +17,9 @@ Layout written (the order mkvmerge and FFmpeg use)::
       Cues      one CuePoint per key block of the cue track
 
 Timestamps are in milliseconds (TimestampScale 1,000,000 ns); the caller passes seconds (exact fractions) and
-they are rounded half up. Times must not go back by more than the cluster allows; a block that is earlier than
-its cluster's start gets a negative relative timestamp (allowed by the specification, as long as the absolute time
-stays >= 0). Nothing here depends on the wall clock or on randomness: the same input gives the same bytes.
+they are rounded half up and must be >= 0; a block earlier than its cluster's start (interleaved audio) gets a
+negative relative timestamp, as the specification allows. Nothing here depends on the wall clock or on
+randomness: the same input gives the same bytes.
 """
 
 from __future__ import annotations
@@ -107,7 +107,6 @@ class MatroskaWriter:
         self._cluster_ms = 0
         self._cluster_pos = 0  # segment-relative position of the open cluster
         self._cues: list[tuple[int, int, int]] = []  # (ms, cluster position, relative position)
-        self._pending_cue: tuple[int, int] | None = None
         self._end_ms = [0] * len(tracks)
         self._last_ms = 0
         self._started = False

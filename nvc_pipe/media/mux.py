@@ -96,7 +96,8 @@ class Packet:
 # tags
 # ---------------------------------------------------------------------------------------------------------------
 def is_nvc_stream(stream: Any) -> bool:
-    """True when a PyAV stream is an NVC track (an ``NVC_CODEC`` tag, or the ``NVC1`` FourCC)."""
+    """True when a PyAV stream may be an NVC track: an ``NVC_CODEC`` tag, or a video stream FFmpeg has no codec
+    for (as for ``NVC1``; PyAV does not show the FourCC). Used to skip our track when copying streams."""
     try:
         if any(str(k).upper() == TAG_CODEC for k in stream.metadata):
             return True

@@ -72,3 +72,17 @@ def test_ref_that_differs_keeps_the_decode(tmp_path, caplog):
     assert report["frames"] == 6 and "psnr_rgb_db" not in report
     assert any("no quality measured" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "b.y4m").stat().st_size > 6 * 32 * 24
+
+
+def test_frames_smaller_than_the_ssim_window_encode(tmp_path):
+    """2x2 and 3x5 videos (smaller than MS-SSIM's 5-pixel window) train on L1 alone instead of failing."""
+    for size in ("2x2", "3x5"):
+        src = tmp_path / f"s{size}.mkv"
+        r = run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=8x8:rate=25:duration=0.08", "-vf",
+                 f"scale={size.replace('x', ':')}", "-c:v", "ffv1", str(src)])
+        assert r.returncode == 0, r.stderr
+        out = tmp_path / f"s{size}.nvc.mkv"
+        report = api.encode_file(str(src), str(out), preset="tiny", device="cpu", progress=False,
+                                 overrides={"epochs": 2})
+        assert report["frames"] == 2 and report["ms_ssim"] is None
+        assert len(list(api.decode_frames(str(out), device="cpu"))) == 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from media_factory import FFMPEG, FFPROBE, packets_of, run
 
-from nvc_pipe.api import _info_from_header, decode_frames, inspect_file, read_stream
+from nvc_pipe.api import _info_from_header, decode_file, decode_frames, encode_file, inspect_file, read_stream
 from nvc_pipe.errors import BitstreamError
 from nvc_pipe.media.mux import read_mkv, write_mkv
 
@@ -31,14 +31,9 @@ def encoded(tmp_path_factory):
              "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=0.24", "-c:v", "libx264",
              "-crf", "10", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(src)])
     assert r.returncode == 0, r.stderr
-    from conftest import run_nvc
-
-    out = d / "out.mkv"
-    enc = run_nvc("encode", str(src), "-o", str(out), *TINY)
-    assert enc.returncode == 0, enc.stderr
-    y4m = d / "out.y4m"
-    dec = run_nvc("decode", str(out), "-o", str(y4m))
-    assert dec.returncode == 0, dec.stderr
+    out, y4m = d / "out.mkv", d / "out.y4m"
+    encode_file(str(src), str(out), preset="tiny", device="cpu", progress=False)
+    decode_file(str(out), str(y4m), device="cpu")
     return {"src": src, "mkv": out, "frames": y4m.read_bytes(), "dir": d}
 
 

@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SAMPLE  := samples/bunny_256x144.mp4
 
-.PHONY: help install ffmpeg demo test test-fast lint fuzz bench-gpu train-intra rd-intra clean
+.PHONY: help install ffmpeg mkvtoolnix demo test test-fast lint fuzz bench-gpu train-intra rd-intra clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,16 +24,21 @@ ffmpeg: ## install Debian's ffmpeg/ffprobe when missing (the tests drive the rea
 	  ($(SUDO) apt-get install -y -q ffmpeg >/dev/null 2>&1 || \
 	   ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q ffmpeg >/dev/null))
 
+mkvtoolnix: ## install Debian's mkvtoolnix (mkvinfo, mkvmerge) when missing (the MKV tests drive them)
+	@command -v mkvinfo >/dev/null && command -v mkvmerge >/dev/null || \
+	  ($(SUDO) apt-get install -y -q mkvtoolnix >/dev/null 2>&1 || \
+	   ($(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q mkvtoolnix >/dev/null))
+
 demo: install ffmpeg ## encode + decode the sample clip with the default preset, print PSNR and bpp
 	@mkdir -p out
 	$(BIN)/nvc encode $(SAMPLE) -o out/demo.mkv -y
 	$(BIN)/nvc decode out/demo.mkv -o out/demo.mp4 -y --ref $(SAMPLE)
 	@$(BIN)/nvc info out/demo.mkv
 
-test: install ffmpeg ## run the test suite (CPU, a few minutes)
+test: install ffmpeg mkvtoolnix ## run the test suite (CPU, a few minutes)
 	$(BIN)/python -m pytest -q
 
-test-fast: install ffmpeg ## the suite without tests marked slow
+test-fast: install ffmpeg mkvtoolnix ## the suite without tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install ## ruff (pyflakes + pycodestyle rules, see pyproject.toml)

@@ -9,6 +9,7 @@ Reports are plain dicts (JSON-able). Nothing here prints; errors are `NvcError`s
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from fractions import Fraction
@@ -26,15 +27,18 @@ from .intra.frames import ALL_INTRA, IntraSpec, encode_section, image_codec_for,
 from .intra.image import MAGIC_IMAGE
 from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
-from .media.demux import RawOptions, open_video
-from .media.atomic import atomic_output
-from .media.mux import Packet, read_mkv, write_mkv
+from .media.demux import RawOptions, Selection, open_video
+from .media.atomic import atomic_output, check_writable
+from .media.mux import Packet, read_mkv, with_track_metadata, write_mkv
 from .media.sink import open_sink
+from .media.spool import spool_stdin, write_stdout
 from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
 from .pipeline import Work, run_stages
 from .precision import exact_math
 from .plugins import (ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec,
                       load_image_codec)
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -152,7 +156,8 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                 overrides: dict | None = None, device: str = "auto", raw: RawOptions | None = None,
                 segment_frames: int | None = None, container: str | None = None, progress: bool = True,
                 resume: bool = False, intra: str | None = None, intra_quality: int | None = None,
-                intra_period: int | None = None) -> dict:
+                intra_period: int | None = None, drop_alpha: bool = False, overwrite: bool = True,
+                select: Selection | None = None) -> dict:
     """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
 
     Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
@@ -172,10 +177,13 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         raise ConfigError(f"unknown output format {container!r} (mkv or nvc)")
     if segment_frames is not None and segment_frames <= 0:
         raise ConfigError("--segment-frames must be positive")
+    if output_path == "-" and resume:
+        raise ConfigError("--resume needs an output file, not standard output")
+    check_writable(output_path)  # exit 4 now, not after the training
     t_start = time.perf_counter()
     aus, pts, segments = [], [], []
     ckpt = None
-    if input_path != "-" or resume:
+    if (input_path != "-" or resume) and output_path != "-":
         key = {"input": input_identity(input_path) if os.path.isfile(input_path) else input_path,
                "codec": plugin.name if plugin else ALL_INTRA, "model": plugin.config_to_dict(cfg) if plugin else {},
                "train": dataclasses.asdict(cfg.train) if plugin else {}, "intra": spec.to_dict() if spec else {},
@@ -183,7 +191,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                "device": dev.type, "payload_version": plugin.payload_version if plugin else 1}
         ckpt = Checkpoint(output_path, key, resume)
     dec = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
-    with open_video(input_path, raw) as src:
+    with open_video(input_path, raw, drop_alpha=drop_alpha, select=select) as src:
         info = src.info
         quality = _Quality(info)
         for seg in src.segments(segment_frames):
@@ -207,7 +215,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
             aus.append(au_bytes)
             pts.extend(int(p) for p in seg.pts)
             segments.append(meta)
-        source_path = src.path
+        source_path, copy_window = src.path, src.copy_window
     if not aus:
         raise InputError(f"no video frames in {input_path}")
     name = plugin.name if plugin else ALL_INTRA
@@ -217,8 +225,11 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                          spec.to_dict() if spec else {})
     header = pack_stream_header(seq)
     stream_bytes = len(header) + sum(len(a) for a in aus)
-    if container == "nvc":
-        with atomic_output(output_path) as tmp, open(tmp, "wb") as f:
+    file_bytes = None
+    if container == "nvc" and output_path == "-":
+        file_bytes = write_stdout([header, *aus])
+    elif container == "nvc":
+        with atomic_output(output_path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
             f.write(header)
             for a in aus:
                 f.write(a)
@@ -226,10 +237,11 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         packets = [Packet(a, pts[s["first_frame"]], _segment_duration(pts, s, info)) for a, s in zip(aus, segments)]
         label = name + (f"+{spec.codec}" if spec and plugin else f":{spec.codec}" if spec else "")
         tags = {"NVC_CODEC": label, "NVC_VERSION": __version__, "title": f"nvc-pipe {label} stream"}
-        write_mkv(output_path, header, packets, info, tags, copy_from=source_path)
+        file_bytes = write_mkv(output_path, header, packets, info, tags, copy_from=source_path, overwrite=overwrite,
+                               copy_window=copy_window)
     if ckpt:
         ckpt.remove()
-    file_bytes = _file_size(output_path)
+    file_bytes = file_bytes if output_path == "-" else _file_size(output_path)
     n = len(pts)
     return {
         "input": input_path, "output": output_path, "container": container, "codec": name,
@@ -392,15 +404,25 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
                 reference: str | None = None, raw: RawOptions | None = None) -> dict:
     """Decode to `output_path` ('-' = y4m on stdout); with `reference`, measure quality against it."""
     dev = resolve_device(device)
+    if input_path == "-":
+        input_path = spool_stdin()  # an MKV/.nvc on standard input: the reader seeks, the audio is copied
     seq, aus, container = read_stream(input_path)
     info = _info_from_header(seq)
+    if container == "mkv":
+        info = with_track_metadata(info, input_path)  # primaries, transfer, rotation: in the MKV track only
     t0 = time.perf_counter()
     quality = _Quality(info) if reference else None
     ref_frames = None
-    ref_src = open_video(reference, raw) if reference else None
+    ref_src = open_video(reference, raw, drop_alpha=True) if reference else None
     try:
         if ref_src is not None:
-            ref_frames = ref_src.frames()
+            ref_size = (ref_src.info.width, ref_src.info.height)
+            if ref_size != (info.width, info.height):  # measured never, decoded anyway
+                log.warning("reference %s is %dx%d, the stream %dx%d: no quality measured", reference, *ref_size,
+                            info.width, info.height)
+                quality = None
+            else:
+                ref_frames = ref_src.frames()
         sink = open_sink(output_path, info, vcodec=vcodec, codec_options=codec_options, pix_fmt=pix_fmt,
                          audio_from=input_path if container == "mkv" else None)
         with sink:
@@ -409,9 +431,12 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
                 sink.write(frame, pts)
                 if ref_frames is not None:
                     ref = next(ref_frames, None)
-                    if ref is None:
-                        raise InputError(f"reference {reference} has fewer frames than the stream")
-                    quality.add(frame, ref[0])
+                    if ref is None:  # measure the overlap, keep decoding
+                        log.warning("reference %s has %d frames, the stream %d: quality measured on the first %d",
+                                    reference, n, seq.frame_count, n)
+                        ref_frames = None
+                    else:
+                        quality.add(frame, _same_scale(ref[0], info.max_value))
                 n += 1
     finally:
         if ref_src is not None:
@@ -424,6 +449,15 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
     if quality is not None:
         report.update(quality.summary())
     return report
+
+
+def _same_scale(rgb: np.ndarray, max_value: int) -> np.ndarray:
+    """A reference frame on the stream's RGB scale (8-bit references of a deep stream and vice versa)."""
+    if max_value == 255 and rgb.dtype != np.uint8:
+        return ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if max_value != 255 and rgb.dtype == np.uint8:
+        return rgb.astype(np.uint16) * 257
+    return rgb
 
 
 def _describe(dec: Decoder, au: AccessUnit, seq: SequenceHeader) -> dict:

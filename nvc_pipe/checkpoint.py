@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,21 @@ class Checkpoint:
             self.dir.mkdir()
             _write_atomic(self.dir / "key.json", self.key.encode())
 
+    @contextmanager
+    def _saving(self):
+        """Turn a failed save (a full disk) into exit 4: temporary files removed, and the whole directory when it
+        holds nothing resumable yet; otherwise it stays for ``--resume`` and the message says so."""
+        try:
+            yield
+        except OSError as exc:
+            for tmp in self.dir.glob("*.tmp*"):
+                tmp.unlink(missing_ok=True)
+            kept = [p for p in self.dir.glob("seg*") if p.suffix in (".au", ".npz")]
+            if not kept:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            hint = f"; finished work kept in {self.dir} for --resume" if kept else ""
+            raise OutputError(f"cannot save a checkpoint in {self.dir}: {exc.strerror or exc}{hint}") from None
+
     # finished segments
     def segment(self, index: int) -> tuple[bytes, dict] | None:
         au, meta = self.dir / f"seg{index:05d}.au", self.dir / f"seg{index:05d}.json"
@@ -66,11 +82,12 @@ class Checkpoint:
         return au.read_bytes(), json.loads(meta.read_text())
 
     def save_segment(self, index: int, au: bytes, meta: dict) -> None:
-        self._ensure_dir()
-        _write_atomic(self.dir / f"seg{index:05d}.au", au)
-        _write_atomic(self.dir / f"seg{index:05d}.json", json.dumps(meta).encode())
-        for suffix in (".state.npz", ".state.json"):
-            (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
+        with self._saving():
+            self._ensure_dir()
+            _write_atomic(self.dir / f"seg{index:05d}.json", json.dumps(meta).encode())
+            _write_atomic(self.dir / f"seg{index:05d}.au", au)  # last: an .au marks a finished segment
+            for suffix in (".state.npz", ".state.json"):
+                (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
 
     # finished stages of the segment in progress
     def stage_state(self, index: int) -> dict | None:
@@ -84,13 +101,15 @@ class Checkpoint:
         return state
 
     def save_stage(self, index: int, stage: str, model: torch.nn.Module, masks: dict, report: dict) -> None:
-        self._ensure_dir()
         arrays = {f"p:{n}": p.detach().float().cpu().numpy() for n, p in model.named_parameters()}
         arrays.update({f"m:{n}": m.cpu().numpy() for n, m in masks.items()})
-        tmp = self.dir / f"seg{index:05d}.state.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, self.dir / f"seg{index:05d}.state.npz")
-        _write_atomic(self.dir / f"seg{index:05d}.state.json", json.dumps({"stage": stage, "report": report}).encode())
+        with self._saving():
+            self._ensure_dir()
+            tmp = self.dir / f"seg{index:05d}.state.tmp.npz"
+            np.savez(tmp, **arrays)
+            os.replace(tmp, self.dir / f"seg{index:05d}.state.npz")
+            _write_atomic(self.dir / f"seg{index:05d}.state.json",
+                          json.dumps({"stage": stage, "report": report}).encode())
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

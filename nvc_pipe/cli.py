@@ -47,6 +47,34 @@ def _fps(text: str) -> Fraction:
     return value
 
 
+def _time(text: str) -> Fraction:
+    """ffmpeg's time syntax: seconds (``1.5``, ``500ms``) or ``[HH:]MM:SS[.frac]``."""
+    t = text.strip()
+    scale = Fraction(1)
+    for suffix, factor in (("ms", Fraction(1, 1000)), ("us", Fraction(1, 10**6)), ("s", Fraction(1))):
+        if t.endswith(suffix) and ":" not in t:
+            t, scale = t[: -len(suffix)], factor
+            break
+    parts = t.split(":")
+    try:
+        if len(parts) > 3 or not all(p.replace(".", "", 1).isdigit() for p in parts) or \
+                any("." in p for p in parts[:-1]):
+            raise ValueError
+        value = Fraction(0)
+        for p in parts:
+            value = value * 60 + Fraction(p)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"invalid time {text!r} (e.g. 2.5, 500ms, 00:01:02.5)") from None
+    return value * scale
+
+
+def _at_least_one(text: str) -> int:
+    v = _positive(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+    return v
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text)
@@ -65,10 +93,13 @@ def _option(text: str) -> tuple[str, str]:
 
 
 def _add_raw_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("raw input (.yuv/.rgb files)")
-    g.add_argument("--size", type=_size, metavar="WxH", help="frame size of a raw input")
-    g.add_argument("--fps", type=_fps, metavar="F", help="frame rate of a raw input (25, 30000/1001)")
-    g.add_argument("--pix-fmt", metavar="FMT", help="pixel format of a raw input (yuv420p, yuv420p10le, ...)")
+    g = p.add_argument_group("raw input (.yuv/.rgb files; default: from names like clip_1920x1080_50fps_420_10bit.yuv)"
+                             " and image sequences (img%03d.png)")
+    g.add_argument("--size", "-s", type=_size, metavar="WxH", help="frame size of a raw input")
+    g.add_argument("--fps", "-framerate", "-r", type=_fps, metavar="F",
+                   help="frame rate of a raw input or image sequence (25, 30000/1001; images default to 25)")
+    g.add_argument("--pix-fmt", "-pix_fmt", metavar="FMT",
+                   help="pixel format of a raw input (yuv420p, yuv420p10le, ...)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--epochs", type=_positive, help="main training epochs (pruning/QAT scale along)")
     enc.add_argument("--prune-epochs", type=_positive, help="pruning fine-tune epochs")
     enc.add_argument("--qat-epochs", type=_positive, help="Quant-Noise fine-tune epochs")
-    enc.add_argument("--batch-size", type=_positive, help="patches (or frames) per training step")
+    enc.add_argument("--batch-size", type=_at_least_one, help="patches (or frames) per training step")
     enc.add_argument("--seed", type=_positive, help="random seed (default 0)")
     enc.add_argument("--segment-frames", type=_positive, help="frames per temporal segment (default: whole clip)")
     enc.add_argument("--intra", metavar="CODEC", help="code intra frames with this image codec (balle, evc)")
@@ -102,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--json", action="store_true", help="print the encode report as JSON")
     enc.add_argument("-y", "--overwrite", action="store_true", help="overwrite the output if it exists")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    enc.add_argument("--drop-alpha", action="store_true", help="encode a source with alpha without it (else refused)")
+    enc.add_argument("-ss", dest="start", type=_time, metavar="T", help="start at this time of the input (as ffmpeg)")
+    enc.add_argument("-t", dest="duration", type=_time, metavar="T", help="encode this long (as ffmpeg)")
+    enc.add_argument("-frames:v", "--frames", dest="frames", type=_at_least_one, metavar="N",
+                     help="encode at most N frames (as ffmpeg)")
     _add_raw_options(enc)
 
     dec = sub.add_parser("decode", help="decode an NVC stream to y4m/raw or any FFmpeg encoder",
@@ -146,6 +182,21 @@ def _raw(args):
     return RawOptions(size=args.size, fps=args.fps, pix_fmt=args.pix_fmt)
 
 
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _selection(args):
+    from .media.demux import Selection
+
+    if args.start is None and args.duration is None and args.frames is None:
+        return None
+    return Selection(args.start or Fraction(0), args.duration, args.frames)
+
+
 def _check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
     if path == "-":
         return
@@ -168,9 +219,12 @@ def _cmd_encode(args) -> int:
     report = encode_file(args.input, args.output, codec=args.codec, preset=args.preset, overrides=overrides,
                          device=args.device, raw=_raw(args), segment_frames=args.segment_frames,
                          container=args.format, progress=not args.quiet and not args.json, resume=args.resume,
-                         intra=args.intra, intra_quality=args.intra_quality, intra_period=args.intra_period)
+                         intra=args.intra, intra_quality=args.intra_quality, intra_period=args.intra_period,
+                         drop_alpha=args.drop_alpha, overwrite=args.overwrite or args.resume,
+                         select=_selection(args))
+    out = sys.stderr if args.output == "-" else sys.stdout  # stdout holds the stream
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2), file=out)
     else:
         intra = report["config"]["intra"]
         what = f"{report['codec']}:{report['preset']}" if report["preset"] else report["codec"]
@@ -179,12 +233,12 @@ def _cmd_encode(args) -> int:
         elif intra:
             what = f"{intra['codec']} q{intra['quality']} all-intra"
         print(f"{report['output']}: {report['frames']} frames {report['width']}x{report['height']} "
-              f"{what} on {report['device']} in {report['time_s']:.1f} s")
+              f"{what} on {report['device']} in {report['time_s']:.1f} s", file=out)
         print(f"  stream {report['stream_bytes']} B  bpp {report['bpp']:.5f}  (file {report['file_bytes']} B, "
-              f"bpp {report['bpp_file']:.5f})")
+              f"bpp {report['bpp_file']:.5f})", file=out)
         ssim = report["ms_ssim"]
         print(f"  PSNR {report['psnr_rgb_db']:.2f} dB RGB, {report['psnr_yuv_db']:.2f} dB YUV 6:1:1"
-              + (f", MS-SSIM {ssim:.4f}" if ssim is not None else ""))
+              + (f", MS-SSIM {ssim:.4f}" if ssim is not None else ""), file=out)
     return 0
 
 
@@ -274,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"{PROG} {args.command}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        hint = " (continue with --resume)" if args.command == "encode" else ""
+        resumable = args.command == "encode" and args.output != "-" and any(
+            n.endswith((".au", ".npz")) for n in _listdir(args.output + ".nvc-partial"))
+        hint = " (continue with --resume)" if resumable else ""
         _fail(f"{PROG} {args.command}: interrupted{hint}")
         return 130
     except BrokenPipeError:

@@ -66,10 +66,10 @@ def test_sigterm_leaves_no_output(media, tmp_path):
     time.sleep(6)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and err.decode().strip().endswith("interrupted (continue with --resume)")
+    # interrupted inside the first stage: nothing was saved, so no --resume hint (it would find nothing)
+    assert proc.returncode == 130 and err.decode().strip().endswith("interrupted"), err
     assert not out.exists()
-    leftovers = [p for p in os.listdir(tmp_path) if not p.startswith("t.mkv.nvc-partial")]
-    assert leftovers == []
+    assert os.listdir(tmp_path) == []
 
 
 def test_cuda_oom_halves_the_batch(media):

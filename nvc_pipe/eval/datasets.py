@@ -37,6 +37,7 @@ from typing import Iterator
 import numpy as np
 
 from nvc_pipe.errors import ConfigError, InputError
+from nvc_pipe.media.rawname import BITS_RE, SIZE_RE, raw_params_from_name
 
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -274,9 +275,7 @@ def _iter_container(src: Source) -> Iterator[Planes]:
 # --------------------------------------------------------------------------------------------------------------
 # Locating files
 
-_SIZE_RE = re.compile(r"(?<![0-9])(\d{2,5})x(\d{2,5})(?![0-9])")
-_FPS_RE = re.compile(r"(?<![0-9])(\d{1,3}(?:\.\d+)?)fps", re.IGNORECASE)
-_BITS_RE = re.compile(r"(?<![0-9])(\d{1,2})bit", re.IGNORECASE)
+_SIZE_RE, _BITS_RE = SIZE_RE, BITS_RE  # the conventional-name rules live with the raw demuxer
 
 
 def _candidates(root: Path) -> list[Path]:
@@ -513,23 +512,14 @@ def _open_bunny(info: DatasetInfo, root, sequences, frames, crop) -> list[Source
 
 
 def _guess_raw_geometry(path: Path, size, fps) -> tuple[int, int, str, Fraction]:
-    stem = path.stem
-    if size:
-        w, h = size
-    else:
-        m = _SIZE_RE.search(stem)
-        if not m:
-            raise InputError(f"{path}: raw .yuv without WxH in its name; pass --size WxH")
-        w, h = int(m.group(1)), int(m.group(2))
-    if fps is None:
-        m = _FPS_RE.search(stem)
-        if m:
-            fps = Fraction(m.group(1))
-        else:  # videoSRC01_1920x1080_30 style: a number right after the size
-            m = re.search(r"\d+x\d+_(\d{2,3})(?:_|$)", stem)
-            fps = Fraction(int(m.group(1))) if m else Fraction(30)
-    b = _BITS_RE.search(stem)
-    pix_fmt = "yuv420p10le" if b and int(b.group(1)) > 8 else "yuv420p"
+    named_size, named_fps, _ = raw_params_from_name(str(path))
+    size = size or named_size
+    if not size:
+        raise InputError(f"{path}: raw .yuv without WxH in its name; pass --size WxH")
+    w, h = size
+    fps = fps if fps is not None else (named_fps or Fraction(30))
+    b = _BITS_RE.search(path.stem)
+    pix_fmt = "yuv420p10le" if b and int(b.group(1)) > 8 else "yuv420p"  # the datasets hold 4:2:0 only
     return w, h, pix_fmt, fps
 
 

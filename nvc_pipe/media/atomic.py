@@ -21,15 +21,18 @@ def _current_umask() -> int:
 
 
 @contextmanager
-def atomic_output(path: str) -> Iterator[str]:
+def atomic_output(path: str, *, overwrite: bool = True) -> Iterator[str]:
     """Write a file atomically.
 
     Yields a temporary path in the same directory with the same extension (so FFmpeg guesses the same format);
     on success it is renamed over ``path`` with the usual permissions (0666 & ~umask), on any exception (including
-    ``KeyboardInterrupt``) it is deleted and the exception propagates.
+    ``KeyboardInterrupt``) it is deleted and the exception propagates. With ``overwrite=False`` the final step is
+    a hard link that fails when ``path`` exists by then (two encodes racing for one name: the second one fails and
+    the first file stays), not a rename over it.
 
     Raises:
-        OutputError: ``path`` is ``"-"``, a directory, in a missing directory, or cannot be created/renamed.
+        OutputError: ``path`` is ``"-"``, a directory, in a missing directory, cannot be created/renamed, or exists
+            at the end while ``overwrite`` is false.
     """
     path = os.fspath(path)
     if not path or path == "-":
@@ -52,10 +55,52 @@ def atomic_output(path: str) -> Iterator[str]:
         raise
     try:
         os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_no_clobber(tmp, path)
+    except FileExistsError:
+        _remove_quietly(tmp)
+        raise OutputError(f"cannot write {path}: it appeared while this was being written (use -y to overwrite)") \
+            from None
     except OSError as exc:
         _remove_quietly(tmp)
         raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
+
+
+def _link_no_clobber(tmp: str, path: str) -> None:
+    """Give ``tmp`` the name ``path`` unless ``path`` exists (atomic on POSIX: ``link`` never replaces)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links (FAT, some FUSE): check, then rename (a small race)
+        if os.path.lexists(path):
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def check_writable(path: str) -> None:
+    """Fail now, not after hours of work, when ``path`` could not be written: create and remove a temporary file
+    beside it (``"-"`` is always writable).
+
+    Raises:
+        OutputError: ``path`` is a directory, its directory is missing, or no file can be created there.
+    """
+    path = os.fspath(path)
+    if path == "-":
+        return
+    try:
+        with atomic_output(path):
+            raise _Probe
+    except _Probe:
+        pass
+
+
+class _Probe(Exception):
+    """Raised inside :func:`atomic_output` to discard the probe file."""
 
 
 def _remove_quietly(path: str) -> None:

@@ -161,9 +161,7 @@ def normalize_pix_fmt(name: str) -> tuple[str, str | None]:
     sh = max(1, int(luma.height) // max(1, int(chroma.height)))
     lw = 1 if sw >= 2 else 0
     lh = 1 if sh >= 2 and sw >= 2 else 0  # 4:4:0 -> 4:4:4, 4:1:1 -> 4:2:2, 4:1:0 -> 4:2:0: no sample lost
-    bits = 8 if depth <= 8 else 10 if depth <= 10 else 12
-    if depth > 12:
-        log.warning("pixel format %s has %d-bit samples; nvc-pipe keeps 12 bits", name, depth)
+    bits = 8 if depth <= 8 else 10 if depth <= 10 else 12  # deeper: the demuxer warns once, naming the file
     out = f"yuv{_YUV_NAMES[(lw, lh)]}p{_DEPTH_SUFFIX[bits]}"
     return out, ("pc" if name.startswith("yuvj") else None)
 
@@ -207,6 +205,11 @@ class VideoInfo:
         time_base: unit of the pts values (> 0).
         color_range: ``"tv"`` (limited) or ``"pc"`` (full); what YUV <-> RGB assumes.
         colorspace: YUV matrix, one of :data:`COLORSPACES` (aliases are normalised).
+        color_primaries: ISO/IEC 23091-4 colour primaries code (AVColorPrimaries; 2 = unspecified), carried to the
+            MKV and to decoded outputs, never used for conversion.
+        color_trc: ISO/IEC 23091-4 transfer characteristics code (AVColorTransferCharacteristic; 2 = unspecified).
+        rotation: display rotation in degrees, counter-clockwise (FFmpeg's display-matrix angle), 0 for none.
+        interlaced: the source was flagged interlaced (we code and output frames as progressive).
     """
 
     width: int
@@ -216,6 +219,10 @@ class VideoInfo:
     time_base: Fraction
     color_range: str = "tv"
     colorspace: str = "bt601"
+    color_primaries: int = 2
+    color_trc: int = 2
+    rotation: int = 0
+    interlaced: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -236,6 +243,11 @@ class VideoInfo:
         object.__setattr__(self, "fps", fps)
         object.__setattr__(self, "time_base", time_base)
         object.__setattr__(self, "colorspace", normalize_colorspace(self.colorspace))
+        for name in ("color_primaries", "color_trc"):
+            code = int(getattr(self, name))
+            object.__setattr__(self, name, code if 0 <= code <= 255 else 2)
+        object.__setattr__(self, "rotation", int(self.rotation) % 360)
+        object.__setattr__(self, "interlaced", bool(self.interlaced))
 
     @property
     def family(self) -> str:

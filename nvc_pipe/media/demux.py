@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import av
 import numpy as np
@@ -28,6 +29,8 @@ import numpy as np
 from ..errors import ConfigError, InputError, one_line
 from .clip import Segment, VideoInfo, guess_colorspace, normalize_pix_fmt, to_fraction
 from .convert import frame_to_rgb
+from .rawname import raw_params_from_name
+from .spool import spool_stdin
 from .streamcopy import open_input
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,27 @@ class RawOptions:
 
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which frames to encode (the CLI's ``-ss``, ``-t``, ``-frames:v``), in seconds from the first frame.
+
+    Attributes:
+        start: skip frames before this time (``-ss``).
+        duration: keep frames before ``start + duration`` (``-t``).
+        frames: keep at most this many frames (``-frames:v``).
+    """
+
+    start: Fraction = Fraction(0)
+    duration: Fraction | None = None
+    frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or (self.duration is not None and self.duration <= 0) or \
+                (self.frames is not None and self.frames <= 0):
+            raise ConfigError(f"bad frame selection: -ss {self.start} -t {self.duration} -frames:v {self.frames} "
+                              "(start >= 0, duration and frames > 0)")
+
+
 def is_raw_path(path: str) -> bool:
     """True for file names that are read as headerless raw video (``.yuv``, ``.rgb``, ``.raw``)."""
     return os.path.splitext(str(path))[1].lower() in RAW_EXTENSIONS
@@ -60,10 +84,16 @@ def is_raw_path(path: str) -> bool:
 
 def _raw_params(path: str, raw: RawOptions | None) -> tuple[int, int, Fraction, str]:
     raw = raw or RawOptions()
-    pix_fmt = raw.pix_fmt or ("rgb24" if path.lower().endswith(".rgb") else None)
-    missing = [flag for flag, value in (("--size", raw.size), ("--fps", raw.fps), ("--pix-fmt", pix_fmt)) if not value]
+    named_size, named_fps, named_fmt = raw_params_from_name(path)  # Beauty_1920x1080_120fps_420_8bit_YUV.yuv
+    size = raw.size or named_size
+    fps = raw.fps or named_fps
+    pix_fmt = raw.pix_fmt or named_fmt or ("rgb24" if path.lower().endswith(".rgb") else None)
+    missing = [flag for flag, value in (("--size", size), ("--fps", fps), ("--pix-fmt", pix_fmt)) if not value]
     if missing:
-        raise ConfigError(f"raw input {path} needs {', '.join(missing)}")
+        raise ConfigError(f"raw input {path} needs {', '.join(missing)} (not in its name)")
+    if (size, fps, pix_fmt) != (raw.size, raw.fps, raw.pix_fmt):
+        log.info("%s: raw %sx%s %s fps %s (from the options and the file name)", path, size[0], size[1], fps, pix_fmt)
+    raw = RawOptions(size=size, fps=fps, pix_fmt=pix_fmt)
     try:
         width, height = (int(v) for v in raw.size)  # type: ignore[union-attr]
         fps = Fraction(raw.fps) if not isinstance(raw.fps, Fraction) else raw.fps
@@ -94,12 +124,82 @@ def _open_raw(path: str, raw: RawOptions | None) -> tuple[Any, Fraction]:
     return container, fps
 
 
-def _open_container(path: str) -> Any:
-    if path == "-":
+_SEQUENCE = re.compile(r"%0?\d*d")
+
+
+def is_image_sequence(path: str) -> bool:
+    """True for ``printf``-style image-sequence names such as ``img%03d.png`` (FFmpeg's image2 demuxer)."""
+    return bool(_SEQUENCE.search(os.path.basename(str(path))))
+
+
+class _Prefixed:
+    """A read-only file object: ``head`` (bytes already read to sniff the format), then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n is None or n < 0:
+                data, self._head = self._head + self._stream.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            return data
+        return self._stream.read(n)
+
+
+def _open_stdin() -> tuple[Any, str | None]:
+    """Standard input: y4m is read as it streams; any other container is first spooled to a temporary file (so
+    FFmpeg can seek, e.g. an mp4 whose index is at the end, and its audio can be copied). Returns
+    ``(container, spool path or None)``."""
+    stdin = sys.stdin.buffer
+    try:
+        head = stdin.read(9)
+    except OSError as exc:
+        raise InputError(f"cannot read standard input: {one_line(exc)}") from exc
+    if not head:
+        raise InputError("no data on standard input")
+    if head == b"YUV4MPEG2":
         try:
-            return av.open(sys.stdin.buffer, format="yuv4mpegpipe")
+            return av.open(_Prefixed(head, stdin), format="yuv4mpegpipe"), None
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise InputError(f"cannot read y4m from standard input: {one_line(exc)}") from exc
+    path = spool_stdin(head)
+    return open_input(path, "standard input", lambda reason: InputError(
+        f"cannot read standard input: not a format FFmpeg knows ({reason})")), path
+
+
+def _open_sequence(path: str, raw: RawOptions | None) -> tuple[Any, Fraction]:
+    raw = raw or RawOptions()
+    if raw.size or raw.pix_fmt:
+        raise ConfigError(f"--size and --pix-fmt do not apply to the image sequence {path} (its images say)")
+    fps = Fraction(raw.fps) if raw.fps else _DEFAULT_FPS
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot open image sequence {path}: directory {directory} does not exist")
+    try:
+        container = av.open(path, format="image2", options={"framerate": f"{fps.numerator}/{fps.denominator}"})
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"cannot open image sequence {path}: {one_line(exc)}") from exc
+    return container, fps
+
+
+def _refuse_raw_options(path: str, raw: RawOptions | None) -> None:
+    """A container or y4m says its own size, rate and layout: options that would be ignored are refused."""
+    if raw is None:
+        return
+    given = [flag for flag, value in (("--size", raw.size), ("--fps", raw.fps), ("--pix-fmt", raw.pix_fmt)) if value]
+    if given:
+        what = "standard input" if path == "-" else path
+        verb = "does" if len(given) == 1 else "do"
+        raise ConfigError(f"{', '.join(given)} {verb} not apply to {what}: it states its own size, rate and layout "
+                          "(these options are for raw .yuv/.rgb/.raw input, --fps also for image sequences)")
+
+
+def _open_container(path: str) -> Any:
+    if path == "-":
+        return _open_stdin()[0]
     return open_input(path)
 
 
@@ -112,10 +212,14 @@ class VideoSource:
         name: the path as given (``"-"`` for standard input), for messages.
     """
 
-    def __init__(self, container: Any, name: str, *, raw_fps: Fraction | None = None, copyable: bool = True) -> None:
+    def __init__(self, container: Any, name: str, *, raw_fps: Fraction | None = None, copyable: bool = True,
+                 drop_alpha: bool = False, sequence_fps: Fraction | None = None,
+                 copy_path: str | None = None) -> None:
         self._container = container
         self.name = name
-        self.path: str | None = None if (name == "-" or not copyable) else name
+        self.path: str | None = copy_path or (None if (name == "-" or not copyable) else name)
+        self.selection: Selection | None = None
+        self._window: tuple[Fraction, Fraction | None] | None = None
         self._used = False
         self._warned_pts = False
         self._warned_size = False
@@ -133,7 +237,8 @@ class VideoSource:
         except (AttributeError, ValueError, av.FFmpegError):  # pragma: no cover - codec without threading
             pass
         self._raw = raw_fps is not None
-        self._synthetic_pts = self._raw or name == "-" or self._is_y4m()
+        self._synthetic_pts = self._raw or sequence_fps is not None or (name == "-" and copy_path is None) \
+            or self._is_y4m()
         self._decoder = self._decode_frames()
         try:
             first = next(self._decoder, None)
@@ -144,7 +249,12 @@ class VideoSource:
             self.close()
             raise InputError(f"no video frames in {name}")
         self._first = first
-        self.info = self._make_info(first, raw_fps)
+        try:
+            self.info = self._make_info(first, raw_fps or sequence_fps)
+            _check_source(first, self.info, name, drop_alpha)
+        except BaseException:
+            self.close()
+            raise
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def _is_y4m(self) -> bool:
@@ -179,7 +289,11 @@ class VideoSource:
         else:
             color_range = "pc"
             colorspace = guess_colorspace(2, frame.width, frame.height)
-        info = VideoInfo(int(frame.width), int(frame.height), pix_fmt, fps, time_base, color_range, colorspace)
+        info = VideoInfo(int(frame.width), int(frame.height), pix_fmt, fps, time_base, color_range, colorspace,
+                         color_primaries=_int(getattr(frame, "color_primaries", 2)) or 2,
+                         color_trc=_int(getattr(frame, "color_trc", 2)) or 2,
+                         rotation=round(float(getattr(frame, "rotation", 0) or 0)),
+                         interlaced=bool(getattr(frame, "interlaced_frame", False)))
         log.debug("opened %s: %s", self.name, info)
         return info
 
@@ -229,6 +343,10 @@ class VideoSource:
         """
         info = self.info
         prev: int | None = None
+        sel = self.selection
+        origin: int | None = None  # pts of the input's first frame: -ss/-t count from there
+        first_kept: int | None = None
+        kept = 0
         for index, frame in enumerate(self._all_frames()):
             if self._synthetic_pts:
                 pts = index
@@ -242,6 +360,20 @@ class VideoSource:
                     pts = guess
                 pts = int(pts)
             prev = pts
+            if sel is not None:
+                origin = pts if origin is None else origin
+                t = (pts - origin) * self._time_base
+                if t < sel.start:
+                    continue
+                if (sel.duration is not None and t >= sel.start + sel.duration) or \
+                        (sel.frames is not None and kept >= sel.frames):
+                    self._window = (self._window or (Fraction(0), None))[0], pts * self._time_base
+                    break
+                if first_kept is None:
+                    first_kept = pts
+                    self._window = (pts * self._time_base, None)
+                kept += 1
+                pts -= first_kept  # the selection starts at 0, like ffmpeg's output
             if (int(frame.width), int(frame.height)) != (info.width, info.height):
                 if not self._warned_size:
                     log.warning(
@@ -255,6 +387,12 @@ class VideoSource:
             except (av.FFmpegError, ValueError) as exc:
                 raise InputError(f"cannot convert frame {index} of {self.name}: {one_line(exc)}") from exc
             yield rgb, pts
+
+    @property
+    def copy_window(self) -> tuple[Fraction, Fraction | None] | None:
+        """With a :attr:`selection`, after reading: ``(start, end)`` of the kept frames in the input's seconds
+        (``end`` ``None`` when the input ran out first), for cutting the copied audio the same way."""
+        return self._window
 
     def segments(self, frames_per_segment: int | None) -> Iterator[Segment]:
         """Group the frames into :class:`Segment` blocks.
@@ -305,6 +443,27 @@ class VideoSource:
         return f"VideoSource({self.name!r}, {getattr(self, 'info', None)})"
 
 
+def _check_source(frame: av.VideoFrame, info: VideoInfo, name: str, drop_alpha: bool) -> None:
+    """What the source has and we do not keep: alpha is an error (unless ``drop_alpha``), the rest one warning each.
+
+    Raises:
+        InputError: the source has an alpha channel and ``drop_alpha`` is false.
+    """
+    fmt = frame.format
+    comps = list(fmt.components)
+    if any(c.is_alpha for c in comps):
+        if not drop_alpha:
+            raise InputError(f"{name} has an alpha channel ({fmt.name}), which is not coded; "
+                             "pass --drop-alpha to encode the picture without it")
+        log.info("%s: alpha channel dropped (--drop-alpha)", name)
+    depth = max((int(c.bits) for c in comps if not c.is_alpha), default=8)
+    if depth > info.bit_depth:
+        log.warning("%s: %d-bit samples (%s) are kept as %d-bit (%s)", name, depth, fmt.name, info.bit_depth,
+                    info.pix_fmt)
+    if info.interlaced:
+        log.warning("%s is interlaced: its frames are coded as progressive pictures (not deinterlaced)", name)
+
+
 def _int(value: Any) -> int:
     try:
         return int(value)
@@ -312,28 +471,44 @@ def _int(value: Any) -> int:
         return 0
 
 
-def open_video(path: str, raw: RawOptions | None = None) -> VideoSource:
+def open_video(path: str, raw: RawOptions | None = None, *, drop_alpha: bool = False,
+               select: Selection | None = None) -> VideoSource:
     """Open a video for one pass.
 
     Args:
         path: a file PyAV can open, a raw ``.yuv``/``.rgb``/``.raw`` file, or ``"-"`` for y4m on standard input.
         raw: size/fps/pix_fmt of a raw file (ignored for other inputs).
+        drop_alpha: accept a source with an alpha channel and code its picture only (else an ``InputError``).
+        select: keep only these frames (their pts then start at 0; see :attr:`VideoSource.copy_window`).
 
     Returns:
         A :class:`VideoSource` whose first frame is already decoded (so :attr:`VideoSource.info` is exact).
 
     Raises:
-        InputError: missing/unreadable file, no video stream, zero frames.
+        InputError: missing/unreadable file, no video stream, zero frames, alpha without ``drop_alpha``.
         ConfigError: a raw input without ``--size``, ``--fps`` or ``--pix-fmt``.
     """
     path = os.fspath(path)
+    source = _open_video(path, raw, drop_alpha)
+    source.selection = select
+    return source
+
+
+def _open_video(path: str, raw: RawOptions | None, drop_alpha: bool) -> VideoSource:
     if path != "-" and is_raw_path(path):
         container, fps = _open_raw(path, raw)
         if os.path.getsize(path) == 0:
             container.close()
             raise InputError(f"no video frames in {path}")
-        return VideoSource(container, path, raw_fps=fps, copyable=False)
-    return VideoSource(_open_container(path), path)
+        return VideoSource(container, path, raw_fps=fps, copyable=False, drop_alpha=drop_alpha)
+    if path != "-" and is_image_sequence(path) and not os.path.exists(path):
+        container, fps = _open_sequence(path, raw)
+        return VideoSource(container, path, sequence_fps=fps, copyable=False, drop_alpha=drop_alpha)
+    _refuse_raw_options(path, raw)
+    if path == "-":
+        container, spooled = _open_stdin()
+        return VideoSource(container, path, copy_path=spooled, drop_alpha=drop_alpha)
+    return VideoSource(open_input(path), path, drop_alpha=drop_alpha)
 
 
 def count_frames(path: str, raw: RawOptions | None = None) -> int:

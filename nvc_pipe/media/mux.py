@@ -1,55 +1,36 @@
-"""The NVC elementary stream in Matroska.
+"""The NVC elementary stream in Matroska: a video track of its own (``V_MS/VFW/FOURCC``, FourCC ``NVC1``).
 
-This module carries bytes it does not interpret: the stream's global header goes to the track's CodecPrivate,
-each access unit (one segment) is one Matroska block, and every audio and subtitle stream of the source is copied
-byte for byte beside it. What is inside the header and the access units is ``nvc_pipe.bitstream``'s business.
+This module carries bytes it does not interpret: the stream's global header goes to the track's CodecPrivate (after
+a BITMAPINFOHEADER), each access unit (one segment) is one Matroska block at the segment's first timestamp, and
+every audio and subtitle stream of the source is copied byte for byte beside it. What is inside the header and the
+access units is ``nvc_pipe.bitstream``'s business. The file is written by our own Matroska writer
+(:mod:`nvc_pipe.media.matroska`), because FFmpeg/PyAV only write codec ids they know; our track is read back by
+our own reader (:mod:`nvc_pipe.media.matroska_read`), because PyAV gives no CodecPrivate for an unknown codec.
 
-Carrier: a ``dvb_subtitle`` track (Matroska ``S_DVBSUB``)
----------------------------------------------------------
-Matroska accepts only audio, video and subtitle tracks, and PyAV can only write codec ids the Matroska muxer knows
-natively (data streams, ``bin_data`` and custom FourCCs are refused; see shared/reference/io_building_blocks.md §2).
-The requirements were: ffprobe lists every stream without errors, ``ffmpeg -map 0 -c copy`` keeps our track byte
-exact with its timestamps, the tags name the codec, and no tool may decode our track as another codec into garbage
-pictures. A fake video track (msmpeg4v3, the notes' first pick) fails the last point: any transcode would decode it
-into garbage frames. A DVB subtitle track meets all of them:
+Why ``V_MS/VFW/FOURCC`` + ``NVC1`` and not ``V_NVC`` (measured 2026-12-01 on the 2-core CPU box with Debian's
+ffmpeg/ffprobe 5.1.9 and mkvtoolnix 74.0.0, ``tests/test_mux.py`` repeats it): both are listed by ffprobe as a video
+stream with size, frame rate (from DefaultDuration) and duration, and both pass ``mkvinfo`` and ``mkvmerge -J`` /
+``mkvmerge -o`` without errors, but ``ffmpeg -i x.mkv -map 0 -c copy re.mkv`` refuses ``V_NVC`` ("codec none is
+not supported by this format ... No bmp codec tag found", exit 1) and keeps the VfW track with its FourCC and
+CodecPrivate. No FFmpeg decoder claims ``NVC1``, so nothing ever decodes our stream as another codec.
 
-* it has a decoder *and* an encoder in FFmpeg, so the stream has a codec context: ``codec_context.extradata`` is
-  written to CodecPrivate and read back exactly, and PyAV's ``add_stream_from_template`` can remux it;
-* FFmpeg's dvbsub decoder rejects any packet whose first byte is not the DVB sync byte ``0x0f``
-  (``AVERROR_INVALIDDATA``), and NVC access units start with the box type ``AU01``; nothing is ever drawn.
-  ``ffmpeg -i x.mkv out.mkv`` does not even map the track (bitmap subtitles cannot become the default text codec);
-  ``-map 0`` to mp4 stops with "Automatic encoder selection failed" instead of writing something wrong;
-* Matroska subtitle blocks lose keyframe flags (all blocks are key), which does not matter: every access unit is
-  self-contained.
+The track: PixelWidth/Height, DisplayWidth/Height, DefaultDuration (one frame), FlagInterlaced, Colour
+(MatrixCoefficients, Range, TransferCharacteristics, Primaries, BitsPerChannel, chroma subsampling), a rotation
+as Projection/ProjectionPoseRoll; Name = the ``title`` tag; every block a key block (a BlockGroup with the segment's
+BlockDuration); Cues point at every block.
 
-Measured with Debian ffmpeg/ffprobe 5.1.9, PyAV 18.1 (FFmpeg 8.1) and PyAV 19.0.2 (FFmpeg 9.0), payloads of random
-bytes with ``00 00 01``, ``00 00 01 b3`` and ``0x0f`` planted at the start, middle and end, a 50-byte header, AAC
-audio copied from an mp4 (tests/test_mux.py repeats all of it):
+Timestamps: Matroska stores milliseconds, and blocks may not be negative, so the writer shifts every track by the
+same amount when copied audio starts before zero (AAC priming, -21 ms). The exact original timing travels in track
+tags: the time base (``NVC_MUX_TIME_BASE``), the frame rate (``NVC_MUX_FPS``) and the pts of the first packet
+(``NVC_MUX_PTS0``). :func:`read_mkv` rebuilds ``pts = PTS0 + (t - t_first)`` in the original time base, snapping to
+the nominal frame grid when the stored millisecond is within 1 ms of a grid point (exact for segments of a
+constant-rate clip). :func:`carrier_offset` gives the shift between the file's clock and the original one.
 
-* ``ffprobe -v error`` prints nothing; ``ffprobe`` shows ``Subtitle: dvb_subtitle`` with ``title``/``NVC_CODEC``;
-* ``ffmpeg -i x.mkv -map 0 -c copy re.mkv``: header, payloads, pts, durations and tags identical after
-  :func:`read_mkv`; every AAC packet byte-identical with identical timestamps;
-* PyAV remux (``add_stream_from_template`` for every stream) keeps the same;
-* decoding our track with FFmpeg (``-c:s dvb_subtitle`` transcode, PyAV ``decode``) yields errors and no subtitle.
+Tags: FFmpeg upper-cases tag names on remux; the original spelling of every user tag is kept in ``NVC_MUX_KEYS``
+so :func:`read_mkv` returns the dict that was written.
 
-Not used: a copy of the header as an attachment. CodecPrivate already survives every remux that keeps the track,
-and an ``application/octet-stream`` attachment makes ffmpeg/ffprobe 5.1 warn "Could not find codec parameters for
-stream N (Attachment: none): unknown codec" on every open.
-
-Timestamps
-----------
-Matroska stores milliseconds. The muxer also shifts all tracks when the copied audio starts before zero (AAC
-priming), and FFmpeg versions disagree on whether a subtitle track is shifted with the others (FFmpeg 8.1 moves
-our first block to 21 ms, 9.0 leaves it at 0). So the exact original timing travels in stream tags: the time base
-(``NVC_MUX_TIME_BASE``), the frame rate (``NVC_MUX_FPS``) and the pts of the first packet (``NVC_MUX_PTS0``).
-:func:`read_mkv` rebuilds ``pts = PTS0 + (t - t_first)`` in the original time base, snapping to the nominal frame
-grid when the stored millisecond is within 1 ms of a grid point. That is exact whenever the time base is 1 ms or
-coarser or the packets lie on the frame grid (always, for segments of a constant-rate clip); otherwise it is exact
-to the millisecond. :func:`carrier_offset` gives the shift between the file's clock and the original one, for
-putting copied audio back in sync.
-
-Tags: Matroska upper-cases tag names (``title`` is the track name and stays ``title``); the original spelling of
-every user tag is kept in ``NVC_MUX_KEYS`` so :func:`read_mkv` returns the dict that was written.
+Files of earlier versions carried the stream in a DVB subtitle track (``S_DVBSUB``) written by FFmpeg; they are
+still read (through PyAV, which does know that codec), see :func:`_read_legacy`.
 """
 
 from __future__ import annotations
@@ -58,30 +39,42 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+import struct
+import sys
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 import av
 
+from .. import __version__
 from ..errors import BitstreamError, ConfigError, OutputError, one_line
+from . import ebml as E
 from .atomic import atomic_output
 from .clip import VideoInfo, to_fraction
-from .streamcopy import PacketPump, copy_streams, open_input, packet_time
+from .matroska import MatroskaWriter, TrackSpec
+from .matroska_read import MatroskaError, MatroskaFile, Track, open_matroska
+from .mkvtracks import track_for
+from .streamcopy import PacketPump, open_input, packet_time
 
 log = logging.getLogger(__name__)
 
-CARRIER_CODEC = "dvb_subtitle"
+CODEC_ID = "V_MS/VFW/FOURCC"
+FOURCC = b"NVC1"
+LEGACY_CARRIER = "dvb_subtitle"
 TAG_CODEC = "NVC_CODEC"
-MUX_VERSION = "1"
+MUX_VERSION = "2"
 _TAG_VERSION = "NVC_MUX_VERSION"
 _TAG_TIME_BASE = "NVC_MUX_TIME_BASE"
 _TAG_FPS = "NVC_MUX_FPS"
 _TAG_PTS0 = "NVC_MUX_PTS0"
 _TAG_KEYS = "NVC_MUX_KEYS"
 _RESERVED_PREFIX = "NVC_MUX_"
-_DVB_SYNC_BYTE = 0x0F
 _SNAP_TOLERANCE = Fraction(1, 1000)  # seconds
+_BIH = struct.Struct("<IiiHHIIiiII")  # BITMAPINFOHEADER, 40 bytes
+
+# VideoInfo.colorspace -> ISO/IEC 23091-4 MatrixCoefficients (the values FFmpeg's AVColorSpace uses)
+_MATRIX = {"bt709": 1, "fcc": 4, "bt601": 6, "smpte240m": 7, "bt2020": 9}
 
 
 @dataclass(frozen=True)
@@ -99,23 +92,18 @@ class Packet:
     duration: int
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
-# the carrier track
+# tags
 # ---------------------------------------------------------------------------------------------------------------
 def is_nvc_stream(stream: Any) -> bool:
-    """True when a PyAV stream is an NVC carrier track (it has an ``NVC_CODEC`` tag)."""
+    """True when a PyAV stream may be an NVC track: an ``NVC_CODEC`` tag, or a video stream FFmpeg has no codec
+    for (as for ``NVC1``; PyAV does not show the FourCC). Used to skip our track when copying streams."""
     try:
-        return any(str(k).upper() == TAG_CODEC for k in stream.metadata)
+        if any(str(k).upper() == TAG_CODEC for k in stream.metadata):
+            return True
+        return stream.type == "video" and stream.codec_context is None
     except (AttributeError, av.FFmpegError):  # pragma: no cover
         return False
-
-
-def _find_nvc(container: Any, path: str) -> Any:
-    for stream in container.streams:
-        if is_nvc_stream(stream):
-            return stream
-    raise BitstreamError(f"no NVC stream in {path}")
 
 
 def _tag(meta: dict[str, str], key: str) -> str | None:
@@ -148,53 +136,6 @@ def _mux_params(meta: dict[str, str], path: str) -> tuple[Fraction, Fraction | N
     return tb, fps, pts0
 
 
-def _open_mkv(path: str) -> Any:
-    path = os.fspath(path)
-    return open_input(path, "input", lambda reason: BitstreamError(
-        f"cannot read {path}: not a readable Matroska file ({reason})"))
-
-
-def carrier_offset(path: str) -> Fraction | None:
-    """Seconds by which the clock of an NVC MKV leads the original clock (``None`` if it has no NVC track).
-
-    Subtract it from the timestamps of streams copied out of that file to keep them in sync with frames timed by
-    the original pts (what :func:`read_mkv` returns).
-    """
-    container = _open_mkv(path)
-    try:
-        return _carrier_offset(container, path)
-    finally:
-        container.close()
-
-
-def source_offset(path: str) -> Fraction:
-    """:func:`carrier_offset` for any media file: 0 when it is not an NVC MKV (or cannot tell)."""
-    container = open_input(path, "audio source")
-    try:
-        return _carrier_offset(container, path) or Fraction(0)
-    finally:
-        container.close()
-
-
-def _carrier_offset(container: Any, path: str) -> Fraction | None:
-    try:
-        stream = _find_nvc(container, path)
-    except BitstreamError:
-        return None
-    tb, _, pts0 = _mux_params(dict(stream.metadata), path)
-    try:
-        for packet in container.demux(stream):
-            t = packet_time(packet) if packet.size else None
-            if t is not None:
-                return t - pts0 * tb
-    except (av.FFmpegError, OSError) as exc:
-        raise BitstreamError(f"corrupt or truncated MKV {path}: {one_line(exc)}") from exc
-    return Fraction(0)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# write
-# ---------------------------------------------------------------------------------------------------------------
 def _check_tags(tags: dict[str, str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     seen: set[str] = set()
@@ -212,6 +153,20 @@ def _check_tags(tags: dict[str, str] | None) -> dict[str, str]:
     return out
 
 
+def _user_tags(meta: dict[str, str]) -> dict[str, str]:
+    keys_text = _tag(meta, _TAG_KEYS)
+    try:
+        keys = json.loads(keys_text) if keys_text else None
+    except (ValueError, RecursionError):
+        keys = None
+    if isinstance(keys, list):
+        return {str(k): (_tag(meta, str(k)) or "") for k in keys}
+    return {k: v for k, v in meta.items() if not k.upper().startswith(_RESERVED_PREFIX) and k.upper() != "DURATION"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# write
+# ---------------------------------------------------------------------------------------------------------------
 def _as_packet(obj: Any, index: int) -> Packet:
     try:
         payload, pts, duration = bytes(obj.payload), int(obj.pts), int(obj.duration)
@@ -231,22 +186,34 @@ def write_mkv(
     info: VideoInfo,
     tags: dict[str, str],
     copy_from: str | None = None,
-) -> None:
-    """Write an NVC stream into a Matroska file (atomically).
+    *,
+    overwrite: bool = True,
+    copy_window: tuple[Fraction, Fraction | None] | None = None,
+) -> int:
+    """Write an NVC stream into a Matroska file (atomically), or as streamable Matroska to standard output.
 
     Args:
-        path: output ``.mkv`` path.
-        header: the stream's global header (CodecPrivate).
+        path: output ``.mkv`` path, or ``"-"`` for standard output (no Duration, sizes unknown, Cues last).
+        header: the stream's global header (CodecPrivate, after the BITMAPINFOHEADER).
         packets: access units in increasing pts order, one Matroska block each (at least one); consumed lazily,
             so the caller can encode while this writes.
-        info: the clip (its ``time_base`` is the unit of the packets' pts/duration; ``fps`` is stored too).
+        info: the clip (its ``time_base`` is the unit of the packets' pts/duration; ``fps`` is stored too; size,
+            colour description and rotation go to the track's Video element).
         tags: stream tags (strings). ``NVC_CODEC`` (default ``"nvc"``) and ``title`` (default
             ``"NVC video (<codec>)"``) are added when missing. Names starting with ``NVC_MUX_`` are reserved.
         copy_from: a media file whose audio and subtitle streams are all copied byte for byte (an NVC MKV's own
-            carrier track is skipped and its clock offset undone); ``None`` for none.
+            track is skipped and its clock offset undone); ``None`` for none. A stream of a codec Matroska cannot
+            carry here is dropped with one warning line.
+        copy_window: ``(start, end)`` in ``copy_from``'s seconds: copy only the packets in it, moved back by
+            ``start`` (the frames were cut by ``-ss``/``-t``/``-frames:v`` and start at 0); ``None`` = all.
+        overwrite: replace an existing ``path``; when false, a file that appeared while this was writing (another
+            encode) is an ``OutputError`` at the final rename and stays untouched.
+
+    Returns:
+        The number of bytes written.
 
     Raises:
-        OutputError: the file cannot be written (no partial file is left).
+        OutputError: the file cannot be written (no partial file is left), or exists and ``overwrite`` is false.
         InputError: ``copy_from`` cannot be read.
         ConfigError: bad tags.
         ValueError: no packets, or packets that are not access units (empty payload, pts going backwards).
@@ -279,15 +246,80 @@ def write_mkv(
     try:
         if copy_from is not None:
             source = open_input(copy_from, "audio source")
-        with atomic_output(path) as tmp:
-            _write(tmp, path, header, first_packet, source_iter, info, stream_tags, source, copy_from)
+        if path == "-":  # a pipe: streamable Matroska (unknown sizes, nothing patched), not atomic
+            out = _CountingWriter(sys.stdout.buffer)
+            try:
+                _write(out, "standard output", header, first_packet, source_iter, info, stream_tags, source,
+                       copy_from, copy_window)
+                out.flush()
+            except BrokenPipeError as exc:
+                raise OutputError("standard output closed by the reader (broken pipe)") from exc
+            return out.written
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            try:
+                f = open(tmp, "wb")
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
+            with f:
+                _write(f, path, header, first_packet, source_iter, info, stream_tags, source, copy_from,
+                       copy_window)
+                written = f.tell()
+        return written
     finally:
         if source is not None:
             source.close()
 
 
+class _CountingWriter:
+    """A non-seekable binary writer that counts what it writes (standard output)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self._stream.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    @staticmethod
+    def seekable() -> bool:
+        return False
+
+
+def bitmapinfoheader(width: int, height: int, extra: bytes) -> bytes:
+    """The VfW CodecPrivate: a 40-byte BITMAPINFOHEADER with FourCC ``NVC1``, then ``extra`` (the NVC header)."""
+    size_image = min(width * height * 3, 0xFFFFFFFF)
+    return _BIH.pack(_BIH.size + len(extra), width, height, 1, 24, int.from_bytes(FOURCC, "little"), size_image,
+                     0, 0, 0, 0) + extra
+
+
+def video_track(info: VideoInfo, header: bytes, stream_tags: dict[str, str]) -> TrackSpec:
+    """Our track: VfW CodecPrivate, Video element (size, colour, rotation), DefaultDuration, tags."""
+    depth, cw, ch = info.bit_depth, *info.chroma_shift
+    colour = [E.uint(0x55B1, 0 if info.family == "rgb" else _MATRIX.get(info.colorspace, 2)),
+              E.uint(0x55B2, depth), E.uint(0x55B9, 2 if info.color_range == "pc" else 1)]
+    if info.family == "yuv":
+        colour += [E.uint(0x55B3, cw), E.uint(0x55B4, ch)]
+    colour += [E.uint(0x55BA, info.color_trc), E.uint(0x55BB, info.color_primaries)]
+    video = [E.uint(0x9A, 1 if info.interlaced else 2), E.uint(0xB0, info.width), E.uint(0xBA, info.height),
+             E.uint(0x54B0, info.width), E.uint(0x54BA, info.height), E.uint(0x54B2, 0), E.master(0x55B0, *colour)]
+    if info.rotation:
+        # Matroska's roll is counter-clockwise like FFmpeg's display matrix angle.
+        video.append(E.master(0x7670, E.uint(0x7671, 0), E.double(0x7675, float(info.rotation))))
+    title = _tag(stream_tags, "title") or "NVC video"
+    frame_ns = round(Fraction(1_000_000_000) / info.fps)
+    entry = [E.string(0x536E, title), E.string(0x22B59C, "und"), E.uint(0x88, 1), E.string(0x258688, "NVC"),
+             E.uint(0x23E383, frame_ns), E.master(0xE0, *video)]
+    tags = {k: v for k, v in stream_tags.items() if k.lower() != "title"}
+    return TrackSpec("video", CODEC_ID, bitmapinfoheader(info.width, info.height, header), entry, tags)
+
+
 def _write(
-    tmp: str,
+    f: BinaryIO,
     path: str,
     header: bytes,
     first: Packet,
@@ -296,67 +328,64 @@ def _write(
     stream_tags: dict[str, str],
     source: Any,
     source_name: str | None,
+    window: tuple[Fraction, Fraction | None] | None = None,
 ) -> None:
+    tracks = [video_track(info, header, stream_tags)]
+    mapping: dict[int, int] = {}
+    pump = None
+    shift = Fraction(0)
+    tb = info.time_base
+    if source is not None:
+        for stream in source.streams:
+            if stream.type not in ("audio", "subtitle") or is_nvc_stream(stream):
+                continue
+            spec, why = track_for(stream)
+            if spec is None:
+                log.warning("%s: %s stream %d not copied: %s", source_name, stream.type, stream.index, why)
+                continue
+            tracks.append(spec)
+            mapping[stream.index] = len(tracks)
+        offset = source_offset(str(source_name))
+        pump = PacketPump(source, mapping, None, offset, str(source_name),
+                          emit=lambda p, number: _copy(writer, p, number, shift), window=window)
+        earliest = pump.first_time()
+        if earliest is not None:
+            shift = max(Fraction(0), -earliest)
+    shift = max(shift, -first.pts * tb)  # Matroska times are >= 0: every track moves by the same amount
+    writer = MatroskaWriter(f, tracks, f"nvc-pipe {__version__}", cue_track=1, seekable=f.seekable())
     try:
-        output = av.open(tmp, "w", format="matroska", container_options={"fflags": "+bitexact"})
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
-    try:
-        try:
-            stream = output.add_stream(CARRIER_CODEC)
-            if header:
-                stream.codec_context.extradata = header
-            for key, value in stream_tags.items():
-                stream.metadata[key] = value
-        except (av.FFmpegError, ValueError, TypeError) as exc:
-            raise OutputError(f"cannot set up the NVC track of {path}: {one_line(exc)}") from exc
-        pump = None
-        if source is not None:
-            mapping = copy_streams(source, output, skip=is_nvc_stream, label=str(source_name))
-            offset = source_offset(str(source_name))
-            pump = PacketPump(source, mapping, output, offset, str(source_name))
-        try:
-            output.start_encoding()  # writes the header now, so an empty stream is still a valid file
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
-        tb = info.time_base
+        writer.start()
         last_pts: int | None = None
-        warned = False
         index = 0
         packet: Packet | None = first
         while packet is not None:
             if last_pts is not None and packet.pts < last_pts:
                 raise ValueError(f"access unit {index} goes back in time ({packet.pts} < {last_pts})")
             last_pts = packet.pts
-            if packet.payload[0] == _DVB_SYNC_BYTE and not warned:
-                log.warning("access unit %d starts with 0x0f, the DVB sync byte; a dvbsub decoder may try it", index)
-                warned = True
             if pump is not None:
                 pump.until(packet.pts * tb)
-            av_packet = av.Packet(packet.payload)
-            av_packet.stream = stream
-            av_packet.time_base = tb
-            av_packet.pts = av_packet.dts = packet.pts
-            av_packet.duration = packet.duration
-            try:
-                output.mux(av_packet)
-            except (av.FFmpegError, OSError, ValueError) as exc:
-                raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
+            writer.block(1, packet.pts * tb + shift, packet.payload, True, packet.duration * tb)
             index += 1
             nxt = next(rest, None)
             packet = _as_packet(nxt, index) if nxt is not None else None
         if pump is not None:
             pump.until(None)
-        try:
-            output.close()
-        except (av.FFmpegError, OSError) as exc:
-            raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
-    except BaseException:
-        try:
-            output.close()
-        except Exception:  # noqa: BLE001 - already failing; the temp file is removed by atomic_output
-            pass
-        raise
+        writer.finish()
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
+
+
+def _copy(writer: MatroskaWriter, packet: Any, track: int, shift: Fraction) -> None:
+    """One stream-copied packet into ``writer``: bytes as they are, time = pts (else dts) + ``shift``."""
+    ts = packet.pts if packet.pts is not None else packet.dts
+    tb = to_fraction(packet.time_base)
+    if ts is None or tb is None:
+        return
+    t = ts * tb + shift
+    if t < 0:
+        t = Fraction(0)
+    duration = packet.duration * tb if packet.duration else None
+    writer.block(track, t, bytes(packet), bool(packet.is_keyframe), duration)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,6 +400,200 @@ def _snap(value: Fraction, step: Fraction | None, tb: Fraction) -> int:
     return int(round(value))
 
 
+def nvc_track(mkv: MatroskaFile) -> Track | None:
+    """The NVC track of a parsed Matroska file: a video track ``V_MS/VFW/FOURCC`` with FourCC ``NVC1``."""
+    for track in mkv.tracks:
+        cp = track.codec_private
+        if track.type == 1 and track.codec_id == CODEC_ID and len(cp) >= _BIH.size and cp[16:20] == FOURCC:
+            return track
+    return None
+
+
+def _vfw_extra(codec_private: bytes) -> bytes:
+    """The bytes after the BITMAPINFOHEADER, ``biSize - 40`` of them (FFmpeg pads odd ones with a zero byte)."""
+    bi_size = int.from_bytes(codec_private[:4], "little")
+    if _BIH.size <= bi_size <= len(codec_private):
+        return codec_private[_BIH.size:bi_size]
+    return codec_private[_BIH.size:]
+
+
+def _open_new(path: str) -> tuple[BinaryIO, MatroskaFile, Track] | None:
+    """Our own reader on ``path`` when it is a Matroska file with an NVC1 track; ``None`` for anything else."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    try:
+        mkv = open_matroska(f)
+        track = nvc_track(mkv)
+    except MatroskaError as exc:
+        f.close()
+        if str(exc).startswith("not a Matroska file"):
+            return None
+        raise BitstreamError(f"corrupt or truncated MKV {path}: {exc}") from exc
+    except BaseException:
+        f.close()
+        raise
+    if track is None:
+        f.close()
+        return None
+    return f, mkv, track
+
+
+def _track_meta(track: Track) -> dict[str, str]:
+    meta = dict(track.tags)
+    if track.name and _tag(meta, "title") is None:
+        meta["title"] = track.name
+    return meta
+
+
+def read_mkv(path: str) -> tuple[bytes, dict[str, str], Iterator[Packet]]:
+    """Read an NVC stream written by :func:`write_mkv` (or a remux of one, or a file of an earlier version).
+
+    Returns:
+        ``(header, tags, packets)``: the sequence header bytes (CodecPrivate after the BITMAPINFOHEADER), the
+        stream tags as written (original key spelling, container-added tags such as ``DURATION`` removed), and a
+        lazy iterator of :class:`Packet` with pts and durations back in the original time base. The file stays
+        open until the iterator is exhausted or closed.
+
+    Raises:
+        InputError: the file does not exist.
+        BitstreamError: not a readable Matroska file, no NVC track (``"no NVC stream in X"``), bad NVC tags;
+            while iterating: corrupt or truncated data.
+    """
+    path = os.fspath(path)
+    opened = _open_new(path)
+    if opened is None:
+        return _read_legacy(path)
+    f, mkv, track = opened
+    try:
+        meta = _track_meta(track)
+        tb, fps, pts0 = _mux_params(meta, path)
+        header = _vfw_extra(track.codec_private)
+        tags = _user_tags(meta)
+    except BaseException:
+        f.close()
+        raise
+    return header, tags, _read_blocks(f, mkv, track, path, tb, fps, pts0)
+
+
+def _read_blocks(f: BinaryIO, mkv: MatroskaFile, track: Track, path: str, tb: Fraction, fps: Fraction | None,
+                 pts0: int) -> Iterator[Packet]:
+    """Packets of our track. A block without BlockDuration (an ffmpeg remux) lasts until the next one; the last
+    such block lasts one frame (DefaultDuration)."""
+    step = (1 / (fps * tb)) if fps else None
+    unit = Fraction(mkv.timestamp_scale, 1_000_000_000)
+    first_t: Fraction | None = None
+    pending: tuple[Fraction, Fraction | None, bytes] | None = None
+
+    def packet(t: Fraction, duration: Fraction, data: bytes) -> Packet:
+        return Packet(data, pts0 + _snap((t - first_t) / tb, step, tb), _snap(duration / tb, step, tb))
+
+    try:
+        for block in mkv.blocks(track.number):
+            t = block.time * unit
+            if first_t is None:
+                first_t = t
+            if pending is not None:
+                pt, pd, pdata = pending
+                yield packet(pt, pd if pd is not None else t - pt, pdata)
+            pending = (t, block.duration * unit if block.duration else None, block.data)
+        if pending is not None:
+            pt, pd, pdata = pending
+            yield packet(pt, pd if pd is not None else Fraction(track.default_duration, 1_000_000_000), pdata)
+    except MatroskaError as exc:
+        raise BitstreamError(f"corrupt or truncated MKV {path}: {exc}") from exc
+    except OSError as exc:
+        raise BitstreamError(f"cannot read {path}: {one_line(exc)}") from exc
+    finally:
+        f.close()
+
+
+def with_track_metadata(info: VideoInfo, path: str) -> VideoInfo:
+    """``info`` with the colour primaries, transfer, rotation and interlaced flag of the MKV's NVC track.
+
+    The sequence header holds size, layout, matrix and range; these four live in the track (§6 of
+    docs/bitstream.md). A file of an earlier version, or one without them, leaves ``info`` as it is.
+    """
+    opened = _open_new(os.fspath(path))
+    if opened is None:
+        return info
+    f, _mkv, track = opened
+    f.close()
+    return replace(info, color_primaries=track.primaries if 0 <= track.primaries <= 255 else 2,
+                   color_trc=track.transfer if 0 <= track.transfer <= 255 else 2,
+                   rotation=round(track.roll) % 360 if abs(track.roll) < 1e6 else 0,
+                   interlaced=track.interlaced == 1)
+
+
+def carrier_offset(path: str) -> Fraction | None:
+    """Seconds by which the clock of an NVC MKV leads the original clock (``None`` if it has no NVC track).
+
+    Subtract it from the timestamps of streams copied out of that file to keep them in sync with frames timed by
+    the original pts (what :func:`read_mkv` returns).
+    """
+    path = os.fspath(path)
+    opened = _open_new(path)
+    if opened is None:
+        container = _open_legacy(path)
+        try:
+            return _legacy_offset(container, path)
+        finally:
+            container.close()
+    f, mkv, track = opened
+    try:
+        tb, _, pts0 = _mux_params(_track_meta(track), path)
+        for block in mkv.blocks(track.number):
+            return block.time * Fraction(mkv.timestamp_scale, 1_000_000_000) - pts0 * tb
+        return Fraction(0)
+    except MatroskaError as exc:
+        raise BitstreamError(f"corrupt or truncated MKV {path}: {exc}") from exc
+    finally:
+        f.close()
+
+
+def source_offset(path: str) -> Fraction:
+    """:func:`carrier_offset` for any media file: 0 when it is not an NVC MKV (or cannot tell)."""
+    try:
+        return carrier_offset(path) or Fraction(0)
+    except BitstreamError:
+        open_input(path, "audio source").close()  # a missing/unreadable file is an InputError
+        return Fraction(0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# files of earlier versions: the DVB-subtitle carrier, read through PyAV
+# ---------------------------------------------------------------------------------------------------------------
+def _open_legacy(path: str) -> Any:
+    return open_input(path, "input", lambda reason: BitstreamError(
+        f"cannot read {path}: not a readable Matroska file ({reason})"))
+
+
+def _find_legacy(container: Any, path: str) -> Any:
+    for stream in container.streams:
+        if any(str(k).upper() == TAG_CODEC for k in stream.metadata):
+            return stream
+    raise BitstreamError(f"no NVC stream in {path}")
+
+
+def _legacy_offset(container: Any, path: str) -> Fraction | None:
+    try:
+        stream = _find_legacy(container, path)
+    except BitstreamError:
+        return None
+    tb, _, pts0 = _mux_params(dict(stream.metadata), path)
+    try:
+        for packet in container.demux(stream):
+            t = packet_time(packet) if packet.size else None
+            if t is not None:
+                return t - pts0 * tb
+    except (av.FFmpegError, OSError) as exc:
+        raise BitstreamError(f"corrupt or truncated MKV {path}: {one_line(exc)}") from exc
+    return Fraction(0)
+
+
 def _parse_duration(text: str | None) -> Fraction | None:
     """Seconds of a Matroska ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), ``None`` if absent or unreadable."""
     if not text:
@@ -381,23 +604,11 @@ def _parse_duration(text: str | None) -> Fraction | None:
     return int(m[1]) * 3600 + int(m[2]) * 60 + Fraction(m[3])
 
 
-def read_mkv(path: str) -> tuple[bytes, dict[str, str], Iterator[Packet]]:
-    """Read an NVC stream written by :func:`write_mkv` (or a remux of one).
-
-    Returns:
-        ``(header, tags, packets)``: the CodecPrivate bytes, the stream tags as written (original key spelling,
-        container-added tags such as ``DURATION`` removed), and a lazy iterator of :class:`Packet` with pts and
-        durations back in the original time base. The file stays open until the iterator is exhausted or closed.
-
-    Raises:
-        InputError: the file does not exist.
-        BitstreamError: not a readable Matroska file, no NVC track (``"no NVC stream in X"``), bad NVC tags;
-            while iterating: corrupt or truncated data.
-    """
-    path = os.fspath(path)
-    container = _open_mkv(path)
+def _read_legacy(path: str) -> tuple[bytes, dict[str, str], Iterator[Packet]]:
+    """:func:`read_mkv` for a file whose NVC stream rides in a tagged (DVB subtitle) track."""
+    container = _open_legacy(path)
     try:
-        stream = _find_nvc(container, path)
+        stream = _find_legacy(container, path)
         meta = {str(k): str(v) for k, v in stream.metadata.items()}
         tb, fps, pts0 = _mux_params(meta, path)
         header = bytes(stream.codec_context.extradata or b"") if stream.codec_context is not None else b""
@@ -405,21 +616,10 @@ def read_mkv(path: str) -> tuple[bytes, dict[str, str], Iterator[Packet]]:
     except BaseException:
         container.close()
         raise
-    return header, tags, _read_packets(container, stream, path, tb, fps, pts0)
+    return header, tags, _legacy_packets(container, stream, path, tb, fps, pts0)
 
 
-def _user_tags(meta: dict[str, str]) -> dict[str, str]:
-    keys_text = _tag(meta, _TAG_KEYS)
-    try:
-        keys = json.loads(keys_text) if keys_text else None
-    except (ValueError, RecursionError):
-        keys = None
-    if isinstance(keys, list):
-        return {str(k): (_tag(meta, str(k)) or "") for k in keys}
-    return {k: v for k, v in meta.items() if not k.upper().startswith(_RESERVED_PREFIX) and k.upper() != "DURATION"}
-
-
-def _read_packets(
+def _legacy_packets(
     container: Any, stream: Any, path: str, tb: Fraction, fps: Fraction | None, pts0: int
 ) -> Iterator[Packet]:
     step = (1 / (fps * tb)) if fps else None

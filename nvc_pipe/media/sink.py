@@ -195,6 +195,17 @@ class FrameSink:
         raise NotImplementedError
 
 
+def _name(path: str) -> str:
+    return "standard output" if path == "-" else path
+
+
+def _warn_depth(path: str, info: VideoInfo, out: VideoInfo) -> None:
+    """One warning when the output keeps fewer bits per sample than the stream has."""
+    if out.bit_depth < info.bit_depth:
+        log.warning("%s: the %d-bit stream is written as %d-bit %s (the output takes no deeper layout)",
+                    _name(path), info.bit_depth, out.bit_depth, out.pix_fmt)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # y4m and raw
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,8 +252,15 @@ class _StreamSink(FrameSink):
             except OSError as exc:
                 self._atomic.discard()
                 raise OutputError(f"cannot write {path}: {one_line(exc)}") from exc
+        self._last_pts: int | None = None
+        self._step: int | None = None
+        self._warned_vfr = False
         if y4m:
+            if info.rotation:
+                log.warning("%s: y4m cannot carry the %d° display rotation; frames are written unrotated",
+                            _name(path), info.rotation)
             self._emit(y4m_header(out_info))
+        _warn_depth(path, info, out_info)
 
     def _emit(self, data: bytes) -> None:
         try:
@@ -271,8 +289,22 @@ class _StreamSink(FrameSink):
 
     def _write(self, rgb: np.ndarray, pts: int) -> None:
         self._check(rgb)
+        if self._y4m and not self._warned_vfr:
+            self._check_rate(pts)
         data = _planes_bytes(yuv_planes(_adapt_depth(rgb, self._out_info), self._out_info))
         self._emit(b"FRAME\n" + data if self._y4m else data)
+
+    def _check_rate(self, pts: int) -> None:
+        """One warning when the frames are not evenly spaced: y4m has one frame rate and no timestamps."""
+        if self._last_pts is not None:
+            step = pts - self._last_pts
+            if self._step is None:
+                self._step = step
+            elif abs(step - self._step) > max(1, self._step // 100):
+                self._warned_vfr = True
+                log.warning("%s: variable frame rate (frame durations differ); y4m stores a constant %s fps and "
+                            "no timestamps", _name(self.path), self.info.fps)
+        self._last_pts = pts
 
     def _close(self) -> None:
         try:
@@ -389,12 +421,17 @@ class _EncoderSink(FrameSink):
                 try:
                     ctx.color_range = avcol_range(conv)
                     ctx.colorspace = avcol_spc(conv)
+                    ctx.color_primaries = info.color_primaries
+                    ctx.color_trc = info.color_trc
                 except (AttributeError, TypeError, ValueError):  # pragma: no cover - PyAV without setters
                     pass
+                if info.rotation:
+                    stream.set_display_rotation(info.rotation)
             except (av.FFmpegError, ValueError, TypeError) as exc:
                 raise ConfigError(f"cannot set up {codec.name} for {path}: {one_line(exc)}") from exc
             self._stream = stream
             self._codec_name = codec.name
+            _warn_depth(path, info, conv)
             if audio_from is not None:
                 self._source = open_input(audio_from, "audio source")
                 mapping = copy_streams(self._source, self._output, skip=is_nvc_stream, label=str(audio_from))

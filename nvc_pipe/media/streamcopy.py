@@ -110,13 +110,21 @@ class PacketPump:
     """Feeds stream-copied packets into an output, interleaved by time with what the caller writes.
 
     ``offset`` (seconds) is subtracted from every copied timestamp: the lead that a carrier MKV's clock has over the
-    original clock (see :func:`carrier_offset`), 0 for an ordinary source.
+    original clock (see :func:`carrier_offset`), 0 for an ordinary source. Packets go to ``output.mux`` with
+    ``packet.stream`` set to the mapped stream, or, when ``emit`` is given, to ``emit(packet, mapped value)``.
     """
 
-    def __init__(self, source: Any, mapping: dict[int, Any], output: Any, offset: Fraction, label: str) -> None:
+    def __init__(self, source: Any, mapping: dict[int, Any], output: Any, offset: Fraction, label: str,
+                 emit: Callable[[Any, Any], None] | None = None,
+                 window: tuple[Fraction, Fraction | None] | None = None) -> None:
         self._output = output
+        self._emit = emit
         self._mapping = mapping
-        self._offset = offset
+        # ``window`` (seconds, after ``offset``): copy only packets inside it, and start the clock at its start.
+        self._start = window[0] if window else Fraction(0)
+        self._end = window[1] if window else None
+        self._clock = offset  # source clock -> original clock
+        self._offset = offset + self._start
         self._label = label
         self._pending: Any = None
         self._iter = self._packets(source) if mapping else iter(())
@@ -127,9 +135,21 @@ class PacketPump:
             for packet in source.demux(streams):
                 if packet.dts is None and packet.pts is None:
                     continue  # demux() ends every stream with an empty flush packet
+                if self._start or self._end is not None:
+                    t = packet_time(packet)
+                    if t is not None and not self._inside(t - self._clock, packet):
+                        continue
                 yield packet
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"cannot read {self._label}: {one_line(exc)}") from exc
+
+    def _inside(self, t: Fraction, packet: Any) -> bool:
+        """Whether a packet at ``t`` (original clock) belongs to the window: it ends after the start (when there
+        is a start) and begins before the end."""
+        tb = to_fraction(packet.time_base) or Fraction(0)
+        if self._start and t + (packet.duration or 0) * tb <= self._start:
+            return False
+        return self._end is None or t < self._end
 
     def _mux(self, packet: Any) -> None:
         out = self._mapping[packet.stream.index]
@@ -140,8 +160,20 @@ class PacketPump:
                 packet.pts -= shift
             if packet.dts is not None:
                 packet.dts -= shift
+        if self._emit is not None:
+            self._emit(packet, out)
+            return
         packet.stream = out
         self._output.mux(packet)
+
+    def first_time(self) -> Fraction | None:
+        """Time (seconds, offset removed) of the first packet still to come, without consuming it."""
+        if self._pending is None:
+            self._pending = next(self._iter, None)
+        if self._pending is None:
+            return None
+        t = packet_time(self._pending)
+        return None if t is None else t - self._offset
 
     def until(self, seconds: Fraction | None) -> None:
         """Mux every pending packet whose time is <= ``seconds`` (everything when ``None``)."""

@@ -9,11 +9,13 @@ Reports are plain dicts (JSON-able). Nothing here prints; errors are `NvcError`s
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import logging
 import os
 import time
 from fractions import Fraction
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from .intra.frames import ALL_INTRA, IntraSpec, encode_section, image_codec_for,
 from .intra.image import MAGIC_IMAGE
 from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
-from .media.demux import RawOptions, Selection, open_video
+from .media.demux import RawOptions, Selection, count_frames, open_video
 from .media.atomic import atomic_output, check_writable
 from .media.mux import Packet, read_mkv, with_track_metadata, write_mkv
 from .media.sink import open_sink
@@ -37,6 +39,7 @@ from .pipeline import Work, run_stages
 from .precision import exact_math
 from .plugins import (ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec,
                       load_image_codec)
+from .rate import DEFAULT_QUALITY, Clip, Target
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +56,24 @@ def resolve_device(device: str) -> torch.device:
     raise ConfigError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)")
 
 
-def resolve_preset(codec: VideoCodec, preset: str | None, overrides: dict | None = None):
-    """Preset by name, then training overrides (`epochs`, `seed`, … fields of TrainConfig)."""
-    name = preset or codec.default_preset
-    if name not in codec.presets:
-        raise ConfigError(f"unknown preset {name!r} for {codec.name} (available: {', '.join(codec.presets)})")
-    cfg = codec.presets[name]
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if not overrides:
-        return cfg
-    train = cfg.train
-    fields = {f.name for f in dataclasses.fields(train)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    if "epochs" in overrides:
-        # keep the preset's proportions for warm-up, pruning and QAT unless given explicitly
-        ratio = overrides["epochs"] / max(train.epochs, 1)
-        for key in ("warmup_epochs", "prune_epochs", "qat_epochs"):
-            if key not in overrides and getattr(train, key) > 0:
-                overrides[key] = max(1 if key != "warmup_epochs" else 0, round(getattr(train, key) * ratio))
-    for key, value in overrides.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
-    return dataclasses.replace(cfg, train=dataclasses.replace(train, **overrides))
+def clip_for(plugin: VideoCodec, preset: str | None, target: Target | None, overrides: dict, info: VideoInfo,
+             frames: int, segment_frames: int | None, device: torch.device) -> tuple[object, Clip]:
+    """The plugin's config for this clip, and the clip with the stream overhead no plugin controls.
+
+    The overhead (sequence header + access-unit headers) is measured on a header built with a first config; a
+    width or two more digits in the final config's JSON are covered by a few bytes of margin.
+    """
+    seg = min(segment_frames or frames, frames)
+    clip = Clip(info.width, info.height, frames, info.fps, seg, 0, device.type)
+    first = plugin.configure(preset, target, overrides, clip)
+    n_aus = -(-frames // seg)
+    seq = SequenceHeader(info.width, info.height, info.pix_fmt, info.color_range, info.colorspace, info.fps,
+                         info.time_base, frames, n_aus, tuple(range(frames)), plugin.name, plugin.payload_version,
+                         plugin.config_to_dict(first), {})
+    au = len(AccessUnit(n_aus - 1, frames - 1, seg, b"").to_bytes())
+    clip = dataclasses.replace(clip, overhead_bytes=len(pack_stream_header(seq)) + 8 + n_aus * au)
+    return (plugin.configure(preset, target, overrides, clip) if target is not None or preset is None
+            else first), clip
 
 
 def _integer(frame: torch.Tensor, max_value: int) -> np.ndarray:
@@ -153,13 +150,18 @@ class _Quality:
 
 
 def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", preset: str | None = None,
-                overrides: dict | None = None, device: str = "auto", raw: RawOptions | None = None,
-                segment_frames: int | None = None, container: str | None = None, progress: bool = True,
-                resume: bool = False, intra: str | None = None, intra_quality: int | None = None,
-                intra_period: int | None = None, drop_alpha: bool = False, overwrite: bool = True,
-                select: Selection | None = None) -> dict:
+                target: Target | None = None, overrides: dict | None = None, device: str = "auto",
+                raw: RawOptions | None = None, segment_frames: int | None = None, container: str | None = None,
+                progress: bool = True, resume: bool = False, intra: str | None = None,
+                intra_quality: int | None = None, intra_period: int | None = None, drop_alpha: bool = False,
+                overwrite: bool = True, select: Selection | None = None,
+                on_plan: Callable[[dict], Callable[[int], None] | None] | None = None) -> dict:
     """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
 
+    The video plugin configures itself for the clip (`configure`: preset, `target` — a `nvc_pipe.rate.Target`,
+    None = the plugin's default quality, or the preset's fixed network when a preset is named — and `overrides`
+    such as steps, time_limit, epochs, seed) before any training; `on_plan(plan)` then sees the plan (network
+    size, steps, estimated seconds) and may return a `tick(n)` callback that is advanced by optimisation steps.
     Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
     the directory is removed on success; `resume=True` continues an interrupted encode from there.
     `intra="balle"` codes the first frame of each segment (and every `intra_period`-th) with that image codec;
@@ -167,10 +169,12 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
     """
     spec, intra_codec = _intra_settings(codec, intra, intra_quality, intra_period)
     plugin = None if spec and spec.period == 1 and intra is None else load_codec(codec)
-    if plugin is None and (preset or overrides and any(v is not None for v in overrides.values())):
-        raise ConfigError(f"--codec {codec} codes every frame as an image: it takes --intra-quality, not presets "
-                          "or training options")
-    cfg = resolve_preset(plugin, preset, overrides) if plugin else None
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if plugin is None and (preset or target is not None or overrides):
+        raise ConfigError(f"--codec {codec} codes every frame as an image: it takes --intra-quality, not presets, "
+                          "rate targets or training options")
+    if spec is not None and target is not None:
+        raise ConfigError("rate targets do not cover intra frames yet: drop --intra or the rate target")
     dev = resolve_device(device)
     container = container or ("nvc" if output_path.endswith(".nvc") else "mkv")
     if container not in ("mkv", "nvc"):
@@ -182,25 +186,57 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
     check_writable(output_path)  # exit 4 now, not after the training
     t_start = time.perf_counter()
     aus, pts, segments = [], [], []
-    ckpt = None
-    if (input_path != "-" or resume) and output_path != "-":
-        key = {"input": input_identity(input_path) if os.path.isfile(input_path) else input_path,
-               "codec": plugin.name if plugin else ALL_INTRA, "model": plugin.config_to_dict(cfg) if plugin else {},
-               "train": dataclasses.asdict(cfg.train) if plugin else {}, "intra": spec.to_dict() if spec else {},
-               "segment_frames": segment_frames, "raw": dataclasses.asdict(raw) if raw else None,
-               "device": dev.type, "payload_version": plugin.payload_version if plugin else 1}
-        ckpt = Checkpoint(output_path, key, resume)
-    dec = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
     with open_video(input_path, raw, drop_alpha=drop_alpha, select=select) as src:
         info = src.info
-        quality = _Quality(info)
-        for seg in src.segments(segment_frames):
+        seg_iter = src.segments(segment_frames)
+        first = next(seg_iter, None)
+        if first is None:
+            raise InputError(f"no video frames in {input_path}")
+        seg_iter = itertools.chain([first], seg_iter)
+        cfg, clip, plan, tick = None, None, None, None
+        if plugin is not None:
+            whole = segment_frames is None or input_path == "-" or select is not None
+            frames = len(first) if whole else count_frames(input_path, raw)
+            cfg, clip = clip_for(plugin, preset, target, overrides, info, max(frames, len(first)), segment_frames,
+                                 dev)
+            plan = {**plugin.plan(cfg, clip), "device": dev.type}
+            if plan.get("stream_bpp") is not None and clip.payload_bytes(plan["stream_bpp"]) <= 0:
+                raise ConfigError(f"the target is below what the stream's headers alone cost "
+                                  f"({clip.overhead_bytes} bytes): ask for a higher rate")
+            tick = on_plan(plan) if on_plan is not None else None
+        settings = plugin.settings(cfg) if plugin else {}
+        ckpt = None
+        if (input_path != "-" or resume) and output_path != "-":
+            key = {"input": input_identity(input_path) if os.path.isfile(input_path) else input_path,
+                   "codec": plugin.name if plugin else ALL_INTRA, "settings": settings,
+                   "intra": spec.to_dict() if spec else {}, "segment_frames": segment_frames,
+                   "raw": dataclasses.asdict(raw) if raw else None, "device": dev.type,
+                   "payload_version": plugin.payload_version if plugin else 1}
+            ckpt = Checkpoint(output_path, key, resume)
+        dec = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
+        aimed_bpp = plan.get("stream_bpp") if plan else None
+        steps_per_segment = plan["steps"] / max(1, -(-clip.frames // clip.segment_frames)) if plan else 0
+        corrected = False
+        for seg in seg_iter:
             done = ckpt.segment(seg.index) if ckpt else None
             if done is not None:
-                au_bytes, meta = done
-                quality.extend(meta.pop("quality"))
-            else:
-                payload, report = _encode_segment(seg, info, plugin, cfg, spec, intra_codec, dev, progress, ckpt)
+                au_bytes, meta = done  # meta holds the segment's measured quality too
+            budget = max(1, clip.payload_bytes(aimed_bpp, len(seg))) if aimed_bpp is not None else None
+            if done is None:
+                counted = _Counter(tick)
+                payload, report = _encode_segment(seg, info, plugin, cfg, spec, intra_codec, dev,
+                                                  progress and tick is None, ckpt, budget, counted)
+                correction = None
+                if budget is not None and hasattr(plugin, "correct") and not corrected:
+                    # e.g. C3: one re-encode at a corrected λ when the real size misses the budget (once per encode)
+                    corrected = True
+                    fixed = plugin.correct(cfg, budget, len(payload), clip)
+                    if fixed is not None:
+                        cfg, correction = fixed
+                        payload, report = _encode_segment(seg, info, plugin, cfg, spec, intra_codec, dev,
+                                                          progress and tick is None, None, budget, counted)
+                if tick is not None:
+                    tick(max(0, round(steps_per_segment * len(seg) / clip.segment_frames) - counted.n))
                 au_bytes = AccessUnit(seg.index, seg.start, seg.rgb.shape[0], payload).to_bytes()
                 # Measure what the decoder will really produce: parse the AU bytes back and render them.
                 seg_quality = _Quality(info)
@@ -208,16 +244,19 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                                                              AccessUnit.from_bytes(au_bytes), info.max_value, dev)):
                     seg_quality.add(frame, seg.rgb[k])
                 meta = {"index": seg.index, "first_frame": seg.start, "frames": seg.rgb.shape[0],
-                        "bytes": len(au_bytes), **report}
+                        "bytes": len(au_bytes), **({"budget_bytes": budget} if budget is not None else {}), **report}
+                if correction is not None:
+                    meta["rate_correction"] = {**correction, "second_bytes": len(payload)}
                 if ckpt:
                     ckpt.save_segment(seg.index, au_bytes, {**meta, "quality": seg_quality.values()})
-                quality.extend(seg_quality.values())
+                meta["quality"] = seg_quality.values()
             aus.append(au_bytes)
             pts.extend(int(p) for p in seg.pts)
             segments.append(meta)
         source_path, copy_window = src.path, src.copy_window
-    if not aus:
-        raise InputError(f"no video frames in {input_path}")
+    quality = _Quality(info)
+    for meta in segments:
+        quality.extend(meta.pop("quality"))
     name = plugin.name if plugin else ALL_INTRA
     seq = SequenceHeader(info.width, info.height, info.pix_fmt, info.color_range, info.colorspace, info.fps,
                          info.time_base, len(pts), len(aus), tuple(pts), name,
@@ -225,6 +264,9 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                          spec.to_dict() if spec else {})
     header = pack_stream_header(seq)
     stream_bytes = len(header) + sum(len(a) for a in aus)
+    n = len(pts)
+    duration = n / float(info.fps)
+    target_info = _target_info(target, aimed_bpp, clip) if plugin else None
     file_bytes = None
     if container == "nvc" and output_path == "-":
         file_bytes = write_stdout([header, *aus])
@@ -237,23 +279,45 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
         packets = [Packet(a, pts[s["first_frame"]], _segment_duration(pts, s, info)) for a, s in zip(aus, segments)]
         label = name + (f"+{spec.codec}" if spec and plugin else f":{spec.codec}" if spec else "")
         tags = {"NVC_CODEC": label, "NVC_VERSION": __version__, "title": f"nvc-pipe {label} stream"}
+        if target_info:
+            tags["NVC_TARGET"] = json.dumps(target_info, sort_keys=True)
         file_bytes = write_mkv(output_path, header, packets, info, tags, copy_from=source_path, overwrite=overwrite,
                                copy_window=copy_window)
     if ckpt:
         ckpt.remove()
     file_bytes = file_bytes if output_path == "-" else _file_size(output_path)
-    n = len(pts)
     return {
         "input": input_path, "output": output_path, "container": container, "codec": name,
         "preset": (preset or plugin.default_preset) if plugin else None, "device": str(dev), "frames": n,
         "width": info.width, "height": info.height, "pix_fmt": info.pix_fmt, "fps": str(info.fps),
-        "stream_bytes": stream_bytes,
-        "file_bytes": file_bytes, "bpp": round(bpp(stream_bytes, n, info.width, info.height), 6),
+        "target": target_info, "stream_bytes": stream_bytes, "file_bytes": file_bytes,
+        "bpp": round(bpp(stream_bytes, n, info.width, info.height), 6),
+        "bitrate_bps": round(8 * stream_bytes / max(duration, 1e-9), 1),
         "bpp_file": round(bpp(file_bytes, n, info.width, info.height), 6), **quality.summary(),
-        "time_s": round(time.perf_counter() - t_start, 2), "segments": segments,
-        "config": {"model": plugin.config_to_dict(cfg) if plugin else {},
-                   "train": dataclasses.asdict(cfg.train) if plugin else {}, "intra": spec.to_dict() if spec else {}},
+        "time_s": round(time.perf_counter() - t_start, 2), "plan": plan, "segments": segments,
+        "config": {"settings": settings, "intra": spec.to_dict() if spec else {}},
     }
+
+
+class _Counter:
+    """Counts the optimisation steps a segment reports, passing them on to the whole-encode tick."""
+
+    def __init__(self, tick: Callable[[int], None] | None) -> None:
+        self.n, self._tick = 0, tick
+
+    def __call__(self, n: int) -> None:
+        self.n += n
+        if self._tick is not None:
+            self._tick(n)
+
+
+def _target_info(target: Target | None, aimed_bpp: float | None, clip: Clip | None) -> dict | None:
+    """What was asked for and the stream rate the plugin aimed at (None: a preset's fixed network)."""
+    if aimed_bpp is None or clip is None:
+        return None
+    out = target.to_dict() if target is not None else {"kind": "quality", "value": DEFAULT_QUALITY, "default": True}
+    out.update({"stream_bpp": round(aimed_bpp, 6), "bitrate_bps": round(clip.bitrate(aimed_bpp), 1)})
+    return out
 
 
 def _intra_settings(codec: str, intra: str | None, quality: int | None,
@@ -276,10 +340,13 @@ def _intra_settings(codec: str, intra: str | None, quality: int | None,
 
 def _encode_segment(seg: Segment, info: VideoInfo, plugin: VideoCodec | None, cfg, spec: IntraSpec | None,
                     intra_codec: ImageCodec | None, dev: torch.device, progress: bool,
-                    ckpt: Checkpoint | None) -> tuple[bytes, dict]:
+                    ckpt: Checkpoint | None, budget: int | None = None,
+                    tick: Callable[[int], None] | None = None) -> tuple[bytes, dict]:
     """One access unit's payload: the intra section (if any), then the video plugin's payload for the rest."""
+    shrink = getattr(plugin, "shrink", None)
     if spec is None:
-        work = run_stages(plugin.stages(cfg), Work(seg, info, cfg, dev, progress), ckpt)
+        work = run_stages(plugin.stages(cfg), Work(seg, info, cfg, dev, progress, budget_bytes=budget, tick=tick),
+                          ckpt, shrink)
         return work.payload, work.report
     t0 = time.perf_counter()
     section, _decoded = encode_section(seg.rgb, spec, intra_codec, info.max_value, dev)
@@ -291,7 +358,7 @@ def _encode_segment(seg: Segment, info: VideoInfo, plugin: VideoCodec | None, cf
     if plugin is None:
         raise ConfigError("all-intra encode left frames without an intra picture")  # unreachable: period 1
     sub = Segment(seg.rgb[rest], seg.pts[rest], seg.start, seg.index)
-    work = run_stages(plugin.stages(cfg), Work(sub, info, cfg, dev, progress), ckpt)
+    work = run_stages(plugin.stages(cfg), Work(sub, info, cfg, dev, progress, tick=tick), ckpt, shrink)
     work.report.setdefault("time_s", {}).update(report.pop("time_s"))
     return section + work.payload, {**work.report, **report}
 
@@ -471,6 +538,19 @@ def _describe(dec: Decoder, au: AccessUnit, seq: SequenceHeader) -> dict:
     return out
 
 
+def _stored_target(path: str) -> dict | None:
+    """The rate target an MKV was encoded for (its NVC_TARGET tag), or None."""
+    _header, tags, packets = read_mkv(path)
+    close = getattr(packets, "close", None)
+    if close is not None:
+        close()
+    try:
+        target = json.loads(tags.get("NVC_TARGET", "null"))
+    except ValueError:
+        return None
+    return target if isinstance(target, dict) else None
+
+
 def inspect_file(path: str) -> dict:
     """Stream summary for `nvc info`: header fields, sizes per section, bpp."""
     seq, aus, container = read_stream(path)
@@ -495,7 +575,7 @@ def inspect_file(path: str) -> dict:
         "bpp": round(bpp(stream, n, seq.width, seq.height), 6),
         "bpp_file": round(bpp(size, n, seq.width, seq.height), 6),
         "kbps": round(8 * stream / max(float(duration), 1e-9) / 1000, 2), "codec_config": seq.codec_config,
-        "intra": seq.intra,
+        "intra": seq.intra, "target": _stored_target(path) if container == "mkv" else None,
         "access_units": units,
     }
 

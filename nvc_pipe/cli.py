@@ -85,6 +85,38 @@ def _positive(text: str) -> int:
     return v
 
 
+def _bitrate(text: str) -> float:
+    from .rate import parse_bitrate
+
+    try:
+        return parse_bitrate(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    from .rate import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _float_arg(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _int_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def _option(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -117,7 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("-c", "--codec", default="hinerv",
                      help="video codec plugin (default: hinerv), or an image codec (balle, evc): every frame intra")
     enc.add_argument("-p", "--preset", help="preset name (see 'nvc presets'; default: the codec's 'fast')")
-    enc.add_argument("--epochs", type=_positive, help="main training epochs (pruning/QAT scale along)")
+    rate = enc.add_argument_group("rate (at most one; none: the codec's default quality, or a named preset's "
+                                  "fixed network)")
+    rate.add_argument("--bitrate", "-b:v", dest="bitrate", type=_bitrate, metavar="RATE",
+                      help="video stream bits/s, ffmpeg suffixes: 500k, 2M, 1.5M")
+    rate.add_argument("--bpp", type=_float_arg, metavar="X", help="video stream bits per pixel")
+    rate.add_argument("--quality", "-crf", dest="quality", type=_int_arg, metavar="Q",
+                      help="0..51, lower is better (CRF-like; 6 steps halve the rate)")
+    rate.add_argument("--lambda", dest="rd_lambda", type=_float_arg, metavar="L",
+                      help="C3 only: the rate-distortion lambda itself (no rate control)")
+    enc.add_argument("--steps", type=_positive, help="optimisation steps in all (default: from the clip)")
+    enc.add_argument("--time-limit", type=_duration, metavar="T",
+                     help="cap training to this wall time on this device: 90s, 10m, 1.5h")
+    enc.add_argument("--epochs", type=_positive, help="main training epochs (paper recipes; pruning/QAT scale along)")
     enc.add_argument("--prune-epochs", type=_positive, help="pruning fine-tune epochs")
     enc.add_argument("--qat-epochs", type=_positive, help="Quant-Noise fine-tune epochs")
     enc.add_argument("--batch-size", type=_at_least_one, help="patches (or frames) per training step")
@@ -212,16 +256,27 @@ def _check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
 
 def _cmd_encode(args) -> int:
     from .api import encode_file
+    from .rate import make_target
 
+    target = make_target(args.bitrate, args.bpp, args.quality)  # before the output check: bad options first
+    if args.rd_lambda is not None and (args.rd_lambda <= 0 or target is not None):
+        raise ConfigError("--lambda must be > 0" if args.rd_lambda <= 0 else
+                          "give --lambda or a rate target, not both")
     _check_output(args.output, args.overwrite or args.resume, [args.input])
     overrides = {"epochs": args.epochs, "prune_epochs": args.prune_epochs, "qat_epochs": args.qat_epochs,
-                 "batch_size": args.batch_size, "seed": args.seed}
-    report = encode_file(args.input, args.output, codec=args.codec, preset=args.preset, overrides=overrides,
-                         device=args.device, raw=_raw(args), segment_frames=args.segment_frames,
-                         container=args.format, progress=not args.quiet and not args.json, resume=args.resume,
-                         intra=args.intra, intra_quality=args.intra_quality, intra_period=args.intra_period,
-                         drop_alpha=args.drop_alpha, overwrite=args.overwrite or args.resume,
-                         select=_selection(args))
+                 "batch_size": args.batch_size, "seed": args.seed, "steps": args.steps,
+                 "time_limit": args.time_limit, "lambda": args.rd_lambda}
+    bar = _PlanPrinter(show=not args.quiet, bar=not args.quiet and not args.json)
+    try:
+        report = encode_file(args.input, args.output, codec=args.codec, preset=args.preset, target=target,
+                             overrides=overrides, device=args.device, raw=_raw(args),
+                             segment_frames=args.segment_frames, container=args.format,
+                             progress=not args.quiet and not args.json, resume=args.resume, intra=args.intra,
+                             intra_quality=args.intra_quality, intra_period=args.intra_period,
+                             drop_alpha=args.drop_alpha, overwrite=args.overwrite or args.resume,
+                             select=_selection(args), on_plan=bar)
+    finally:
+        bar.close()
     out = sys.stderr if args.output == "-" else sys.stdout  # stdout holds the stream
     if args.json:
         print(json.dumps(report, indent=2), file=out)
@@ -234,12 +289,65 @@ def _cmd_encode(args) -> int:
             what = f"{intra['codec']} q{intra['quality']} all-intra"
         print(f"{report['output']}: {report['frames']} frames {report['width']}x{report['height']} "
               f"{what} on {report['device']} in {report['time_s']:.1f} s", file=out)
-        print(f"  stream {report['stream_bytes']} B  bpp {report['bpp']:.5f}  (file {report['file_bytes']} B, "
-              f"bpp {report['bpp_file']:.5f})", file=out)
+        print(f"  stream {report['stream_bytes']} B  bpp {report['bpp']:.5f}  {report['bitrate_bps'] / 1000:.1f} kb/s"
+              f"  (file {report['file_bytes']} B, bpp {report['bpp_file']:.5f})", file=out)
+        if report["target"]:
+            print(f"  target {_target_text(report['target'])}", file=out)
         ssim = report["ms_ssim"]
         print(f"  PSNR {report['psnr_rgb_db']:.2f} dB RGB, {report['psnr_yuv_db']:.2f} dB YUV 6:1:1"
               + (f", MS-SSIM {ssim:.4f}" if ssim is not None else ""), file=out)
     return 0
+
+
+CPU_WARN_S = 30 * 60
+
+
+class _PlanPrinter:
+    """`encode_file`'s on_plan: prints the plan (and a long-encode warning) on stderr, then runs one bar in steps."""
+
+    def __init__(self, show: bool, bar: bool) -> None:
+        self.show, self.want_bar, self.bar = show, bar, None
+
+    def __call__(self, plan: dict):
+        est = plan.get("estimated_s")
+        if self.show:
+            _note(f"{PROG}: plan: {plan.get('summary', '')}; about {_duration_text(est)} on this device"
+                  if est is not None else f"{PROG}: plan: {plan.get('summary', '')}")
+            if est is not None and est > CPU_WARN_S and plan.get("device", "cpu") == "cpu":
+                _note(f"{PROG}: warning: this CPU encode is estimated to take {_duration_text(est)} "
+                      "(--time-limit or --steps shorten it; a GPU is much faster)")
+        if not self.want_bar or not plan.get("steps"):
+            return None
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=int(plan["steps"]), desc="encode", unit="step", dynamic_ncols=True)
+        return self.bar.update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _note(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _target_text(t: dict) -> str:
+    from .rate import Target
+
+    asked = "default quality" if t.get("default") else str(Target(t["kind"], t["value"]))
+    return f"{asked} -> aimed at {t['stream_bpp']:.5f} bpp, {t['bitrate_bps'] / 1000:.1f} kb/s"
 
 
 def _cmd_decode(args) -> int:
@@ -271,6 +379,8 @@ def _cmd_info(args) -> int:
           f"{r['fps']} fps, {r['frames']} frames ({r['duration_s']} s), {r['segments']} segment(s)")
     print(f"  stream {r['stream_bytes']} B ({r['kbps']} kb/s), bpp {r['bpp']:.5f}; file {r['file_bytes']} B, "
           f"bpp {r['bpp_file']:.5f}; sequence header {r['sequence_header_bytes']} B")
+    if r.get("target"):
+        print(f"  target {_target_text(r['target'])}; achieved {r['bpp']:.5f} bpp, {r['kbps']} kb/s")
     for au in r["access_units"]:
         extra = ", ".join(f"{k} {v}" for k, v in au.items() if k not in ("index", "first_frame", "frames", "bytes")
                           and not isinstance(v, dict))
@@ -285,10 +395,9 @@ def _cmd_presets(args) -> int:
     for name in ([args.codec] if args.codec else available_codecs()):
         codec = load_codec(name)
         print(f"{name}:")
-        for pname, preset in codec.presets.items():
+        for pname in codec.presets:
             mark = "*" if pname == codec.default_preset else " "
-            t = preset.train
-            print(f" {mark} {pname:<10} {t.epochs}+{t.prune_epochs}+{t.qat_epochs} epochs  {preset.description}")
+            print(f" {mark} {pname:<14} {codec.preset_summary(pname)}")
     return 0
 
 

@@ -8,7 +8,6 @@ into `work.payload`, the bytes of one access unit. Each stage records its wall t
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ class Work:
 
     segment: "Segment"
     info: "VideoInfo"
-    config: Any  # the codec's preset config (architecture + training)
+    config: Any  # the codec plugin's config (what `configure` returned); core never reads inside it
     device: torch.device
     progress: bool = True
     model: torch.nn.Module | None = None
@@ -41,6 +40,8 @@ class Work:
     records: list[TensorRecord] = field(default_factory=list)
     payload: bytes = b""
     report: dict = field(default_factory=dict)
+    budget_bytes: int | None = None  # payload bytes this segment may spend (rate control; None = no target)
+    tick: Callable[[int], None] | None = None  # advance the whole-encode progress bar by n optimisation steps
 
 
 class Stage(NamedTuple):
@@ -51,13 +52,14 @@ class Stage(NamedTuple):
     checkpoint: bool = False
 
 
-def run_stages(stages: list[Stage], work: Work, checkpoint: "Checkpoint | None" = None) -> Work:
+def run_stages(stages: list[Stage], work: Work, checkpoint: "Checkpoint | None" = None,
+               shrink: Callable[[Any], Any] | None = None) -> Work:
     """Run `stages` in order on one segment; time each; skip those a checkpoint already holds.
 
     Cheap stages (patch, init, quantize, entropy) always run; checkpointed ones up to the last saved are skipped
     and the saved model state is loaded in their place. CUDA out-of-memory in a stage puts the work back as the
-    stage received it (weights, masks, report), halves the batch and runs the stage again (with a warning),
-    until the batch is one.
+    stage received it (weights, masks, report) and runs the stage again (with a warning) on `shrink(work.config)`,
+    the plugin's lighter config (e.g. half the batch), until it returns None.
     """
     saved = checkpoint.stage_state(work.segment.index) if checkpoint else None
     names = [s.name for s in stages]
@@ -70,7 +72,7 @@ def run_stages(stages: list[Stage], work: Work, checkpoint: "Checkpoint | None" 
             continue
         t0 = time.perf_counter()
         log.info("segment %d: %s", work.segment.index, stage.name)
-        work = _run_with_oom_fallback(stage, work)
+        work = _run_with_oom_fallback(stage, work, shrink)
         if work.device.type == "cuda":
             torch.cuda.synchronize(work.device)
         work.report.setdefault("time_s", {})[stage.name] = round(time.perf_counter() - t0, 3)
@@ -109,22 +111,21 @@ def _restore(work: Work, start: _Start) -> None:
     work.report.update(copy.deepcopy(start.report))
 
 
-def _run_with_oom_fallback(stage: Stage, work: Work) -> Work:
+def _run_with_oom_fallback(stage: Stage, work: Work, shrink: Callable[[Any], Any] | None) -> Work:
     start, notes = _snapshot(work), []
     while True:
         try:
             return stage.run(work)
         except torch.cuda.OutOfMemoryError:
-            batch = work.config.train.batch_size
-            if batch <= 1:
-                raise NvcError(f"out of GPU memory in {stage.name} even with batch 1 "
-                               "(try a smaller preset, --segment-frames, or --device cpu)") from None
+            lighter = shrink(work.config) if shrink is not None else None
+            if lighter is None:
+                raise NvcError(f"out of GPU memory in {stage.name} at the smallest batch "
+                               "(try a smaller preset or rate, --segment-frames, or --device cpu)") from None
             # Not a retry on half-trained weights: the stage starts over from what it was given.
             _restore(work, start)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            train = dataclasses.replace(work.config.train, batch_size=batch // 2)
-            work.config = dataclasses.replace(work.config, train=train)
-            notes.append(f"{stage.name}: out of GPU memory, batch {batch} -> {batch // 2}, stage restarted")
+            work.config = lighter
+            notes.append(f"{stage.name}: out of GPU memory, stage restarted with a lighter configuration")
             work.report.setdefault("warnings", []).extend(notes)
-            log.warning("out of GPU memory in %s: restarting it with batch %d", stage.name, batch // 2)
+            log.warning("out of GPU memory in %s: restarting it with a lighter configuration", stage.name)

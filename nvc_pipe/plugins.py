@@ -36,8 +36,23 @@ class VideoCodec(Protocol):
 
     name: str  # stable id written in the stream
     payload_version: int  # version of the plugin's access-unit payload layout
-    presets: Mapping[str, Any]  # preset name -> config object with a `.train` TrainConfig
+    presets: Mapping[str, Any]  # preset name -> the plugin's own preset object (core only lists the names)
     default_preset: str
+
+    def configure(self, preset: str | None, target: Any, overrides: dict, clip: Any) -> Any:
+        """The encoder config for `clip` (`nvc_pipe.rate.Clip`): a preset (None = default) sized to `target`
+        (`nvc_pipe.rate.Target` or None) with `overrides` (steps, time_limit, epochs, seed, ...). Raises
+        ConfigError, before any training, for an unknown preset/option or a target it cannot reach."""
+
+    def plan(self, config: Any, clip: Any) -> dict:
+        """What an encode will do: `parameters` (network size), `steps` (all stages, all segments),
+        `estimated_s` (on this device), `stream_bpp` (the rate aimed at, None without a target), `summary`."""
+
+    def settings(self, config: Any) -> dict:
+        """JSON-able: everything the encode depends on (resume key, reports)."""
+
+    def preset_summary(self, name: str) -> str:
+        """One line about a preset for `nvc presets`."""
 
     def config_to_dict(self, preset: Any) -> dict:
         """The JSON-able part of a preset the decoder needs (goes into the sequence header)."""

@@ -73,7 +73,7 @@ def test_sigterm_leaves_no_output(media, tmp_path):
 
 
 def test_cuda_oom_halves_the_batch(media):
-    from nvc_hinerv.codec import PRESETS
+    from nvc_hinerv.codec import PRESETS, codec
     from nvc_pipe.media.demux import open_video
 
     seen = []
@@ -88,5 +88,5 @@ def test_cuda_oom_halves_the_batch(media):
     with open_video(str(media["odd"])) as src:
         seg = next(src.segments(None))
         work = Work(seg, src.info, preset, torch.device("cpu"), progress=False)
-    work = run_stages([Stage("overfit", stage)], work)
+    work = run_stages([Stage("overfit", stage)], work, shrink=codec.shrink)
     assert seen == [4, 2, 1] and len(work.report["warnings"]) == 2

@@ -197,6 +197,8 @@ def _fit(work: Work, stage: str, epochs: int, lr_at: Callable[[int, int], float]
                 after_step()
             loss_sum += loss.detach()
             step += 1
+            if work.tick is not None:
+                work.tick(1)
         entry = {"stage": stage, "epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch}
         last = epoch + 1 == epochs
         if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):

@@ -188,5 +188,31 @@ class C3Codec:
                 "learned_windows": [n.windows for n in networks] if config.context == "learned" else None,
                 "macs_per_pixel": round(macs_per_pixel(config, boxes), 1)}
 
+    # rate control and planning: plugins/nvc_c3/ratecontrol.py
+    def configure(self, preset, target, overrides, clip) -> Preset:
+        from . import ratecontrol
+
+        return ratecontrol.configure(preset, target, overrides, clip)
+
+    def plan(self, preset: Preset, clip) -> dict:
+        from . import ratecontrol
+
+        return ratecontrol.plan(preset, clip)
+
+    def correct(self, preset: Preset, budget_bytes: int, coded_bytes: int, clip):
+        from . import ratecontrol
+
+        return ratecontrol.correct(preset, budget_bytes, coded_bytes, ratecontrol.patch_count(preset.model, clip))
+
+    def settings(self, preset: Preset) -> dict:
+        from . import ratecontrol
+
+        return ratecontrol.settings(preset)
+
+    def preset_summary(self, name: str) -> str:
+        from . import ratecontrol
+
+        return ratecontrol.preset_summary(name)
+
 
 codec = C3Codec()

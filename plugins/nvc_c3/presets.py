@@ -110,3 +110,10 @@ DEFAULT_PRESET = "c3-fast"
 def with_lambda(preset: Preset, rd_lambda: float) -> Preset:
     """The preset at another λ (patch size unchanged)."""
     return replace(preset, c3=replace(preset.c3, rd_lambda=rd_lambda))
+
+
+def with_steps(preset: Preset, steps: int) -> Preset:
+    """The preset with `steps` optimisation steps per patch in all, split between stage 1 and 2 as in the preset."""
+    s2 = max(1, round(steps * preset.c3.stage2_steps / (preset.train.epochs + preset.c3.stage2_steps)))
+    return replace(preset, train=replace(preset.train, epochs=max(1, steps - s2)),
+                   c3=replace(preset.c3, stage2_steps=s2))

@@ -1,14 +1,17 @@
-"""HiNeRV as an nvc-pipe video codec plugin: presets, the encode pipeline, and segment decoding.
+"""HiNeRV as an nvc-pipe video codec plugin: presets, configuring an encode, the encode pipeline, segment decoding.
 
-    segment frames ─▶ patch ─▶ init ─▶ overfit ─▶ prune ─▶ qat ─▶ quantize ─▶ entropy_code ─▶ AU payload
+    segment frames ─▶ patch ─▶ init ─▶ overfit ─▶ aim ─▶ prune ─▶ qat ─▶ quantize ─▶ entropy_code ─▶ trim ─▶ AU
     AU payload ─▶ tensor records ─▶ dequantize ─▶ HiNeRV(config, T, Hc, Wc) ─▶ frames (cropped to H×W)
 
+`configure` turns a preset, a rate target and the clip into a `Preset` (network sized by `ratecontrol`, training
+length in steps from the clip); `aim`/`trim` steer the coded size with the pruning ratio (ratecontrol.py).
 The sequence header carries the architecture (`HiNeRVConfig.to_dict()`); the payload is the tensor records of
 `nvc_pipe.bitstream.tensors`. One network per segment; its temporal grids are sized by the segment length.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, replace
 from functools import partial
@@ -18,11 +21,13 @@ import torch
 
 from nvc_pipe.bitstream.fields import ByteReader
 from nvc_pipe.bitstream.tensors import read_tensors
-from nvc_pipe.errors import BitstreamError
+from nvc_pipe.errors import BitstreamError, ConfigError
 from nvc_pipe.pipeline import Stage, Work
 from nvc_pipe.stages import entropy_code, overfit, patch, prune, qat, quantize
+from nvc_pipe.rate import Clip, Target
 from nvc_pipe.stages.overfit import TrainConfig
 
+from . import ratecontrol
 from .configs import PRESETS as MODEL_PRESETS
 from .configs import HiNeRVConfig
 from .model import build_model, prunable_parameters
@@ -41,6 +46,7 @@ class Preset:
     model: HiNeRVConfig
     train: TrainConfig
     description: str = ""
+    stream_bpp: float | None = None  # the rate aimed at (None: the preset's fixed network)
 
 
 _BUNNY = TrainConfig(compile="cuda")  # hinerv.md §2: 300+60+30 epochs, 80×80 patches, batch 144; compiled on GPUs
@@ -63,6 +69,11 @@ PRESETS: dict[str, Preset] = {
     "fast-l": Preset(MODEL_PRESETS["fast-l"], _FAST, "larger CPU model (higher rate)"),
     "tiny": Preset(MODEL_PRESETS["tiny"], _TINY, "test-size model, a few epochs"),
 }
+
+
+PAPER_PRESETS = ("bunny-xxs", "bunny-xs", "bunny-s", "uvg-s", "uvg-m", "uvg-l")
+FIXED_LENGTH = PAPER_PRESETS + ("tiny",)  # recipes that keep their epochs unless --steps is given
+TRAIN_OPTIONS = ("steps", "time_limit", "epochs", "prune_epochs", "qat_epochs", "batch_size", "seed")
 
 
 def scale_product(cfg: HiNeRVConfig) -> int:
@@ -103,11 +114,92 @@ class HiNeRVCodec:
             Stage("patch", partial(patch.run, multiple=scale_product(preset.model))),
             Stage("init", partial(overfit.init, build_model=build)),
             Stage("overfit", overfit.run, checkpoint=True),
+            Stage("aim", ratecontrol.aim),
             Stage("prune", partial(prune.run, prunable=prunable_parameters), checkpoint=True),
             Stage("qat", qat.run, checkpoint=True),
             Stage("quantize", quantize.run),
             Stage("entropy", entropy_code.run),
+            Stage("trim", ratecontrol.trim),
         ]
+
+    def configure(self, preset: str | None, target: Target | None, overrides: dict, clip: Clip) -> Preset:
+        """A preset for this clip: sized to `target` (no target and no preset: the default quality), trained for
+        `steps` (default: from the clip; paper presets keep their epochs), capped by `time_limit` seconds."""
+        name = preset or self.default_preset
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r} for hinerv (available: {', '.join(PRESETS)})")
+        ov = {k: v for k, v in overrides.items() if v is not None}
+        if "lambda" in ov:
+            raise ConfigError("--lambda is a C3 option; give hinerv a --bitrate, --bpp or --quality")
+        unknown = sorted(set(ov) - set(TRAIN_OPTIONS))
+        if unknown:
+            raise ConfigError(f"unknown training option(s) for hinerv: {', '.join(unknown)}")
+        for key, value in ov.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{key} must be a number >= 0, got {value!r}")
+        if "steps" in ov and "epochs" in ov:
+            raise ConfigError("give --steps or --epochs, not both")
+        base = PRESETS[name]
+        model, bpp = base.model, None
+        if target is not None or preset is None:
+            bpp = ratecontrol.stream_bpp(target, clip)
+            model = ratecontrol.size_network(base.model, clip, clip.payload_bytes(bpp), strict=target is not None)
+        factor = scale_product(model)
+        train = base.train
+        if "epochs" in ov:
+            train = _scaled_epochs(train, ov["epochs"])
+        elif "steps" in ov or name not in FIXED_LENGTH:
+            steps = ov.get("steps") or ratecontrol.default_steps(clip)
+            train = ratecontrol.schedule_for_steps(train, max(1, int(steps)), clip, factor)
+        train = replace(train, **{k: int(ov[k]) for k in ("prune_epochs", "qat_epochs", "batch_size", "seed")
+                                  if k in ov})
+        if train.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        cfg = Preset(model, train, base.description, bpp)
+        if ov.get("time_limit"):
+            cfg = self._fit_time(cfg, clip, float(ov["time_limit"]))
+        return cfg
+
+    def _fit_time(self, cfg: Preset, clip: Clip, seconds: float) -> Preset:
+        per_step = ratecontrol.seconds_per_step(cfg.model, cfg.train, clip, torch.device(clip.device))
+        segments = max(1, math.ceil(clip.frames / clip.segment_frames))
+        factor = scale_product(cfg.model)
+        fit = int(seconds / segments / per_step)
+        if fit < 1:
+            raise ConfigError(f"--time-limit {seconds:g}s is shorter than one training step of this network "
+                              f"({per_step:.2f} s on this device)")
+        if fit >= ratecontrol.total_steps(cfg.train, clip, factor):
+            return cfg
+        return replace(cfg, train=ratecontrol.schedule_for_steps(cfg.train, fit, clip, factor))
+
+    def plan(self, cfg: Preset, clip: Clip) -> dict:
+        hc, wc = _coded(clip.height, clip.width, cfg.model)
+        params, _ = ratecontrol.count_parameters(cfg.model, clip.segment_frames, clip.height, clip.width)
+        segments = max(1, math.ceil(clip.frames / clip.segment_frames))
+        steps = ratecontrol.total_steps(cfg.train, clip, scale_product(cfg.model)) * segments
+        per_step = ratecontrol.seconds_per_step(cfg.model, cfg.train, clip, torch.device(clip.device))
+        m = cfg.model
+        return {"parameters": params, "steps": steps, "estimated_s": round(steps * per_step, 1),
+                "seconds_per_step": round(per_step, 4), "stream_bpp": cfg.stream_bpp,
+                "summary": f"HiNeRV {m.channels}/{m.channels >> 1}/{m.channels >> 2} wide, grids "
+                           f"{m.base_grid_channels}+{m.local_grid_channels} ch, {params:,} parameters per segment "
+                           f"(coded {wc}x{hc}), {cfg.train.epochs}+{cfg.train.prune_epochs}+{cfg.train.qat_epochs}"
+                           f" epochs = {steps:,} steps"}
+
+    def settings(self, cfg: Preset) -> dict:
+        return {"model": cfg.model.to_dict(), "train": dataclasses.asdict(cfg.train), "stream_bpp": cfg.stream_bpp}
+
+    def preset_summary(self, name: str) -> str:
+        p = PRESETS[name]
+        length = (f"{p.train.epochs}+{p.train.prune_epochs}+{p.train.qat_epochs} epochs" if name in FIXED_LENGTH
+                  else "steps from the clip, sized to the rate target")
+        return f"{length}  {p.description}"
+
+    def shrink(self, cfg: Preset) -> Preset | None:
+        """Half the batch (CUDA out-of-memory fallback); None at batch 1."""
+        if cfg.train.batch_size <= 1:
+            return None
+        return replace(cfg, train=replace(cfg.train, batch_size=cfg.train.batch_size // 2))
 
     def _load(self, payload: bytes, cfg: HiNeRVConfig, num_frames: int, height: int, width: int,
               device: torch.device | str) -> torch.nn.Module:
@@ -147,6 +239,14 @@ class HiNeRVCodec:
         pruned = sum(int((~r.mask).sum()) for r in records.values() if r.mask is not None)
         return {"parameters": sum(math.prod(s) for _, s in shapes), "pruned_weights": pruned,
                 "coded_size": [hc, wc], "parameters_by_module": groups}
+
+
+def _scaled_epochs(train: TrainConfig, epochs: int) -> TrainConfig:
+    """--epochs N: the main stage's epochs; warm-up, pruning and QAT keep the recipe's proportions."""
+    ratio = epochs / max(train.epochs, 1)
+    scaled = {k: max(1 if k != "warmup_epochs" else 0, round(getattr(train, k) * ratio))
+              for k in ("warmup_epochs", "prune_epochs", "qat_epochs") if getattr(train, k) > 0}
+    return replace(train, epochs=int(epochs), **scaled)
 
 
 codec = HiNeRVCodec()

@@ -1,0 +1,104 @@
+"""Rate-control benchmark: `nvc encode --bitrate` on several clips and both codecs; requested vs achieved rate.
+
+Each run is the real CLI (`nvc encode IN -o OUT.mkv -c CODEC -b:v RATE --json`, one thread), so the achieved
+bitrate is the byte size of the elementary stream `nvc decode` reads × 8 / duration. Results are appended to a
+JSON file as they finish (a rerun skips finished rows); `--table` prints the markdown table of docs/ratecontrol.md.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ratecontrol.py --out out/ratecontrol.json \\
+        --run c64=out/clips/c64x64x8.mp4:hinerv:150k,500k,1.5M --steps 300
+    .venv/bin/python benchmarks/ratecontrol.py --out out/ratecontrol.json --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NVC = [sys.executable, "-m", "nvc_pipe.cli"] if not (ROOT / ".venv/bin/nvc").exists() else [str(ROOT / ".venv/bin/nvc")]
+
+
+def _load(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _save(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, path)
+
+
+def run_one(clip: str, path: str, codec: str, rate: str, steps: int | None, work: Path) -> dict:
+    out = work / f"{clip}-{codec}-{rate}.mkv"
+    cmd = NVC + ["encode", path, "-o", str(out), "-y", "-c", codec, "-b:v", rate, "--json"]
+    if steps:
+        cmd += ["--steps", str(steps)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, env=env)
+    seconds = time.perf_counter() - t0
+    row = {"clip": clip, "codec": codec, "requested": rate, "command": " ".join(cmd[len(NVC):]),
+           "wall_s": round(seconds, 1), "rc": res.returncode}
+    if res.returncode != 0:
+        row["error"] = res.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        return row
+    rep = json.loads(res.stdout)
+    row.update({"frames": rep["frames"], "size": f"{rep['width']}x{rep['height']}", "fps": rep["fps"],
+                "requested_bps": rep["target"]["value"], "achieved_bps": rep["bitrate_bps"], "bpp": rep["bpp"],
+                "stream_bytes": rep["stream_bytes"], "psnr_rgb_db": rep["psnr_rgb_db"], "encode_s": rep["time_s"],
+                "error_pct": round(100 * (rep["bitrate_bps"] / rep["target"]["value"] - 1), 2),
+                "plan": rep["plan"]["summary"], "segments": [{k: s.get(k) for k in ("rate", "rate_correction")}
+                                                             for s in rep["segments"]]})
+    out.unlink(missing_ok=True)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| clip | codec | requested | achieved | error | bpp | PSNR RGB (dB) | encode s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("rc"):
+            lines.append(f"| {r['clip']} | {r['codec']} | {r['requested']} | exit {r['rc']}: "
+                         f"{' '.join(r.get('error', []))} | | | | |")
+            continue
+        lines.append(f"| {r['clip']} {r['size']}x{r['frames']} | {r['codec']} | {r['requested_bps'] / 1000:.0f} kb/s "
+                     f"| {r['achieved_bps'] / 1000:.1f} kb/s | {r['error_pct']:+.1f} % | {r['bpp']:.4f} "
+                     f"| {r['psnr_rgb_db']:.2f} | {r['encode_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--run", action="append", default=[], metavar="NAME=PATH:CODEC:RATE,RATE,...")
+    ap.add_argument("--steps", type=int, help="--steps for every encode (default: from the clip)")
+    ap.add_argument("--table", action="store_true")
+    args = ap.parse_args()
+    rows = _load(args.out)
+    work = args.out.parent / "ratecontrol-streams"
+    work.mkdir(parents=True, exist_ok=True)
+    for spec in args.run:
+        name, rest = spec.split("=", 1)
+        path, codec, rates = rest.rsplit(":", 2)
+        for rate in rates.split(","):
+            if any(r["clip"] == name and r["codec"] == codec and r["requested"] == rate and r.get("rc") == 0
+                   for r in rows):
+                continue
+            row = run_one(name, path, codec, rate, args.steps, work)
+            rows = [r for r in rows if not (r["clip"] == name and r["codec"] == codec and r["requested"] == rate)]
+            rows.append(row)
+            _save(args.out, rows)
+            print(json.dumps({k: row.get(k) for k in ("clip", "codec", "requested", "achieved_bps", "error_pct",
+                                                      "psnr_rgb_db", "encode_s", "rc", "error")}), flush=True)
+    if args.table:
+        print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

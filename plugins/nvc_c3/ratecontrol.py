@@ -1,0 +1,191 @@
+"""C3 rate control: a rate target becomes λ (and a patch layout), a clip becomes a step budget.
+
+    patch layout  one spatial patch up to PATCH_PIXELS (network bits dominate small patches: +232 % rate for six
+                  patches against one on a 256x144 frame, docs/ratecontrol.md), PATCH_FRAMES frames per patch
+    λ model       payload ≈ patches · NET_BYTES + pixels · LATENT_BPP_AT_1E3 · (λ / 1e-3)^−BETA / 8
+    correct       if the first segment's real payload misses its budget by more than TOLERANCE, λ moves once
+                  along the model's slope and the segment is encoded again (short trial runs code far less than
+                  full runs at the same λ — 0.31 vs 0.48 bpp at 50 vs 200 steps — so they cannot stand in)
+
+Uses only `presets.PRESETS`, `DEFAULT_PRESET`, `Preset`, `with_lambda`, `with_steps`, the codec's own stages
+(through the plugin protocol), and the patch-size fields of the preset's `C3Config`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from nvc_pipe.errors import ConfigError
+from nvc_pipe.rate import DEFAULT_QUALITY, Clip, Target, quality_bpp
+
+from .presets import DEFAULT_PRESET, PRESETS, Preset, with_lambda, with_steps
+
+PAPER_PRESETS = ("c3-high", "c3-mid", "c3-low", "c3-mid-nocond", "c3-mid-learned")
+FIXED = PAPER_PRESETS + ("c3-tiny",)  # keep their steps and patch layout unless sized to a target or --steps
+OPTIONS = ("steps", "time_limit", "epochs", "seed", "lambda")
+PATCH_PIXELS = 640 * 360  # largest spatial patch
+PATCH_FRAMES = 30
+# λ model (measured on our CPU encodes, docs/ratecontrol.md)
+NET_BYTES = 1100  # coded networks (synthesis + ARMs) of one patch
+LATENT_BPP_AT_1E3 = 0.55
+BETA = 0.45
+LAMBDA_RANGE = (1e-6, 1.0)
+TOLERANCE = 0.07  # a first encode this close to its budget is kept
+MIN_STEPS = 20
+# default quality: like HiNeRV's, more bits per pixel for small clips
+BPP_AT_DEFAULT = 0.1
+SMALL_CLIP_PIXELS = 2_000_000
+# clip-aware steps per patch: more for small patches (cheap), fewer for large ones
+STEPS_AT_1M = 600
+STEP_RANGE = (300, 2000)
+SECONDS_PER_PIXEL_STEP = 3.6e-6  # CPU, one thread, c3-fast widths (docs/ratecontrol.md)
+
+
+def _split(n: int, size: int) -> list[int]:
+    parts = -(-n // size)
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def patch_layout(clip: Clip) -> tuple[int, int, int]:
+    """(frames, height, width) of a patch: the whole frame up to PATCH_PIXELS, else near-equal tiles."""
+    h, w = clip.height, clip.width
+    tiles = max(1, math.ceil(h * w / PATCH_PIXELS))
+    rows = max(1, round(math.sqrt(tiles * h / w)))
+    cols = max(1, math.ceil(tiles / rows))
+    return min(clip.segment_frames, PATCH_FRAMES), -(-h // rows), -(-w // cols)
+
+
+def patch_count(model, clip: Clip) -> int:
+    t = len(_split(clip.segment_frames, model.patch_frames))
+    return t * len(_split(clip.height, model.patch_height)) * len(_split(clip.width, model.patch_width))
+
+
+def quality_to_bpp(quality: int, clip: Clip) -> float:
+    small = min(3.0, max(1.0, (SMALL_CLIP_PIXELS / max(clip.pixels, 1)) ** 0.35))
+    return quality_bpp(quality, BPP_AT_DEFAULT * small)
+
+
+def predicted_lambda(payload_bytes: float, patches: int, clip: Clip) -> float | None:
+    """λ for a segment payload of `payload_bytes`; None when the networks alone are over it."""
+    latent_bits = 8 * (payload_bytes - patches * NET_BYTES)
+    if latent_bits <= 0:
+        return None
+    bpp = latent_bits / clip.segment_pixels
+    return 1e-3 * (LATENT_BPP_AT_1E3 / bpp) ** (1 / BETA)
+
+
+def default_steps(model, clip: Clip) -> int:
+    pixels = model.patch_frames * model.patch_height * model.patch_width
+    steps = round(STEPS_AT_1M * (1e6 / max(pixels, 1)) ** 0.25)
+    return max(STEP_RANGE[0], min(STEP_RANGE[1], steps))
+
+
+def configure(preset: str | None, target: Target | None, overrides: dict, clip: Clip) -> Preset:
+    name = preset or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} for c3 (available: {', '.join(PRESETS)})")
+    ov = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(ov) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"option(s) not used by c3: {', '.join(unknown)} (c3 has no pruning, QAT or batches)")
+    for key, value in ov.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 and key != "seed":
+            raise ConfigError(f"{key} must be a number > 0, got {value!r}")
+    if "steps" in ov and "epochs" in ov:
+        raise ConfigError("give --steps or --epochs, not both")
+    if "lambda" in ov and target is not None:
+        raise ConfigError("give --lambda or a rate target, not both")
+    base = PRESETS[name]
+    sized = "lambda" not in ov and (target is not None or preset is None)
+    cfg = base
+    if name not in FIXED or sized:
+        pt, ph, pw = patch_layout(clip)
+        cfg = replace(cfg, model=replace(cfg.model, patch_frames=pt, patch_height=ph, patch_width=pw))
+    if "epochs" in ov:
+        cfg = replace(cfg, train=replace(cfg.train, epochs=int(ov["epochs"])))
+    elif "steps" in ov or name not in FIXED:
+        cfg = with_steps(cfg, int(ov.get("steps") or default_steps(cfg.model, clip)))
+    if "seed" in ov:
+        cfg = replace(cfg, train=replace(cfg.train, seed=int(ov["seed"])))
+    if "lambda" in ov:
+        cfg = with_lambda(cfg, float(ov["lambda"]))
+    bpp = None
+    if sized:
+        target = target or Target("quality", DEFAULT_QUALITY)
+        bpp = quality_to_bpp(int(target.value), clip) if target.kind == "quality" else clip.bpp(target)
+        patches = patch_count(cfg.model, clip)
+        lam = predicted_lambda(clip.payload_bytes(bpp), patches, clip)
+        if lam is None or lam > LAMBDA_RANGE[1]:
+            need = (patches * NET_BYTES + clip.overhead_bytes) * 8 / clip.segment_pixels
+            raise ConfigError(f"the target is below c3's smallest stream for {clip.width}x{clip.height}x"
+                              f"{clip.segment_frames} ({patches} patch networks need about {need:.3g} bpp, the "
+                              f"target gives {bpp:.3g}; ask for a higher rate)")
+        if lam < LAMBDA_RANGE[0]:
+            raise ConfigError(f"the target ({bpp:.3g} bpp) is above what c3 codes for this clip (ask for a lower "
+                              "rate)")
+        cfg = with_lambda(cfg, lam)
+    if ov.get("time_limit"):
+        per_step = seconds_per_step(cfg, clip)
+        segments = max(1, math.ceil(clip.frames / clip.segment_frames))
+        fit = int(float(ov["time_limit"]) / segments / per_step)
+        if fit < MIN_STEPS:
+            raise ConfigError(f"--time-limit {ov['time_limit']:g}s leaves fewer than {MIN_STEPS} steps "
+                              f"per patch ({per_step:.2f} s a step on this device)")
+        if fit < total_steps(cfg):
+            cfg = with_steps(cfg, fit)
+    return replace(cfg, description=cfg.description + (f" | aim {bpp:.6g} bpp" if bpp is not None else ""))
+
+
+def aimed_bpp(cfg: Preset) -> float | None:
+    _, sep, rest = cfg.description.partition(" | aim ")
+    return float(rest.split()[0]) if sep else None
+
+
+def total_steps(cfg: Preset) -> int:
+    return cfg.train.epochs + cfg.c3.stage2_steps
+
+
+def seconds_per_step(cfg: Preset, clip: Clip) -> float:
+    """Per patch step, all patches of a segment together (CPU estimate from the measured constant)."""
+    return SECONDS_PER_PIXEL_STEP * clip.segment_pixels
+
+
+def plan(cfg: Preset, clip: Clip) -> dict:
+    m = cfg.model
+    patches = patch_count(m, clip)
+    segments = max(1, math.ceil(clip.frames / clip.segment_frames))
+    steps = total_steps(cfg)
+    latents = round(clip.segment_pixels * sum(8.0 ** -k for k in range(m.num_grids)))
+    seconds = SECONDS_PER_PIXEL_STEP * clip.segment_pixels * steps * segments
+    return {"parameters": None, "latents": latents * segments, "patches": patches * segments,
+            "steps": steps * segments, "estimated_s": round(seconds, 1) if clip.device == "cpu" else None,
+            "stream_bpp": aimed_bpp(cfg), "rd_lambda": cfg.c3.rd_lambda,
+            "summary": f"C3 {patches} patch(es) of {m.patch_frames}x{m.patch_height}x{m.patch_width} per segment, "
+                       f"{latents:,} latents, λ {cfg.c3.rd_lambda:.3g}, {steps} steps per patch"
+                       + (" (one re-encode at a corrected λ if the first misses by > 7 %)"
+                          if aimed_bpp(cfg) is not None else "")}
+
+
+def correct(cfg: Preset, budget_bytes: int, coded_bytes: int, patches: int) -> tuple[Preset, dict] | None:
+    """One correction from the real coded size: λ moved along the model's slope, or None when within TOLERANCE."""
+    if abs(coded_bytes / budget_bytes - 1) <= TOLERANCE:
+        return None
+    net = patches * NET_BYTES
+    have, want = max(coded_bytes - net, 0.1 * coded_bytes), max(budget_bytes - net, 0.1 * budget_bytes)
+    lam = cfg.c3.rd_lambda * (have / want) ** (1 / BETA)
+    lam = min(LAMBDA_RANGE[1], max(LAMBDA_RANGE[0], lam))
+    return with_lambda(cfg, lam), {"first_lambda": cfg.c3.rd_lambda, "first_bytes": coded_bytes, "rd_lambda": lam}
+
+
+def settings(cfg: Preset) -> dict:
+    from dataclasses import asdict
+
+    return {"model": cfg.model.to_dict(), "train": asdict(cfg.train), "c3": asdict(cfg.c3),
+            "stream_bpp": aimed_bpp(cfg)}
+
+
+def preset_summary(name: str) -> str:
+    p = PRESETS[name]
+    length = f"{p.train.epochs}+{p.c3.stage2_steps} steps" if name in FIXED else "steps from the clip"
+    return f"{length}, λ {p.c3.rd_lambda:g} (or sized to a rate target)  {p.description}"

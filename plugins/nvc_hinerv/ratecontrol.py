@@ -1,0 +1,293 @@
+"""HiNeRV rate control: a rate target becomes a network size, a clip becomes a step budget, and two cheap stages
+steer the coded size with the pruning ratio.
+
+    target ─▶ stream bpp ─▶ payload bytes of a segment ─▶ parameters (bytes-per-parameter model, below)
+           ─▶ widths and grid channels (the largest network of the preset's family that fits, exact counts)
+    after overfit:  `aim` stage   — code the trained network at several pruning ratios (quantize + entropy only)
+                                    and pick the ratio whose payload meets the budget
+    after entropy:  `trim` stage  — if the final payload is still over the budget, prune the final network a
+                                    little more (no training) and code it again
+
+The bytes-per-parameter model (`BYTES_FIXED`, `BITS_PER_PARAMETER`) was measured on our CPU encodes at the
+recipe's pruning ratio; see docs/ratecontrol.md for the measurement. A quality target maps to a bpp
+(`quality_to_bpp`): every 6 steps halve the rate, with more bits per pixel for small clips whose side information
+(sequence header, per-tensor scales) weighs more.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import replace
+
+import torch
+
+from nvc_pipe.bitstream.fields import ByteWriter
+from nvc_pipe.bitstream.tensors import write_tensors
+from nvc_pipe.errors import ConfigError
+from nvc_pipe.pipeline import Work
+from nvc_pipe.rate import DEFAULT_QUALITY, Clip, Target, quality_bpp
+from nvc_pipe.stages.overfit import TrainConfig, loss_fn
+from nvc_pipe.stages.prune import apply_masks, compute_masks
+from nvc_pipe.stages.quantize import records_from_model
+
+from .configs import HiNeRVConfig
+from .model import prunable_parameters
+
+# Payload bytes ≈ BYTES_PER_TENSOR · tensors + BITS_PER_PARAMETER / 8 · parameters (15 % pruned, 6-bit,
+# constriction coded): fitted on 8 networks of widths 8–64 at 64x64x8 and 176x144x24, 150 steps, max error 6.8 %
+# (benchmarks/ratecontrol_calibrate.py, docs/ratecontrol.md). The per-tensor cost is mostly the symbol histogram.
+BYTES_PER_TENSOR = 70.8
+BITS_PER_PARAMETER = 5.355
+PRUNE_RANGE = (0.0, 0.5)  # the `aim` stage's lever (fraction of all parameters)
+PRUNE_AIM = 0.15  # the network is sized so the budget is met at this ratio (the recipe's)
+AIM_MARGIN = 0.98  # aim a little under the budget: QAT moves the coded size by a percent or two
+TRIM_MAX = 0.1  # the `trim` stage prunes at most this much more of the final network (no training after it)
+MIN_CHANNELS, MAX_CHANNELS = 4, 512
+# Default quality: this bpp on large clips, rising to at most 3x on tiny ones (side information weighs more).
+BPP_AT_DEFAULT = 0.1
+SMALL_CLIP_PIXELS = 2_000_000
+# Clip-aware training length (whole-frame batches): ~30 steps per frame, fewer for large frames.
+STEPS_PER_FRAME = 30
+STEP_RANGE = (400, 3000)
+REFERENCE_FRAME_PIXELS = 256 * 144
+# Stage split of a step budget, from the `fast` recipe (40 + 6 + 3 epochs, warm-up 10 % of the main stage).
+SPLIT = {"epochs": 40, "prune_epochs": 6, "qat_epochs": 3}
+
+
+def quality_to_bpp(quality: int, clip: Clip) -> float:
+    small = min(3.0, max(1.0, (SMALL_CLIP_PIXELS / max(clip.pixels, 1)) ** 0.35))
+    return quality_bpp(quality, BPP_AT_DEFAULT * small)
+
+
+def stream_bpp(target: Target | None, clip: Clip) -> float:
+    target = target or Target("quality", DEFAULT_QUALITY)
+    if target.kind == "quality":
+        return quality_to_bpp(int(target.value), clip)
+    return clip.bpp(target)
+
+
+def count_parameters(model_cfg: HiNeRVConfig, frames: int, height: int, width: int) -> tuple[int, int]:
+    """Exact (parameters, tensors) of the segment network (built on the meta device: no memory, no time)."""
+    from .codec import _coded, segment_model
+
+    hc, wc = _coded(height, width, model_cfg)
+    with torch.device("meta"):
+        params = list(segment_model(model_cfg, frames, hc, wc).parameters())
+    return sum(p.numel() for p in params), len(params)
+
+
+def predicted_bytes(model_cfg: HiNeRVConfig, frames: int, height: int, width: int) -> float:
+    params, tensors = count_parameters(model_cfg, frames, height, width)
+    return BYTES_PER_TENSOR * tensors + BITS_PER_PARAMETER / 8 * params
+
+
+def family(template: HiNeRVConfig, channels: int) -> HiNeRVConfig:
+    """The preset's architecture at another width; grid channels follow the width (fast: 48 → 2, fast-l: 64 → 4)."""
+    ratio = channels / template.channels
+    return replace(template, channels=channels,
+                   base_grid_channels=max(1, round(template.base_grid_channels * ratio)),
+                   local_grid_channels=max(1, round(template.local_grid_channels * ratio)))
+
+
+def _small_variants(template: HiNeRVConfig) -> list[HiNeRVConfig]:
+    """Ever smaller relatives for budgets below the family's narrowest network: one block per stage, one level."""
+    one = tuple(1 for _ in template.depths)
+    return [replace(template, depths=one),
+            replace(template, depths=one, local_grid_levels=1, base_grid_levels=1),
+            replace(template, depths=one, local_grid_levels=1, base_grid_levels=1, base_grid_frames=1,
+                    exps=tuple(1.0 for _ in template.exps))]
+
+
+def smallest_network(template: HiNeRVConfig) -> HiNeRVConfig:
+    return _small_variants(family(template, max(MIN_CHANNELS, 1 << (len(template.scales) - 1))))[-1]
+
+
+def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int, strict: bool = True) -> HiNeRVConfig:
+    """The widest network of the family whose predicted payload (at PRUNE_AIM) fits `payload_bytes`.
+
+    ConfigError when even the smallest network is predicted over the budget (strict; otherwise that network) or
+    the widest one under it by more than 10 % (the pruning lever cannot add bytes beyond the unpruned network).
+    """
+    frames, h, w = clip.segment_frames, clip.height, clip.width
+    budget = payload_bytes
+    low = max(MIN_CHANNELS, 1 << (len(template.scales) - 1))
+
+    def fits(cfg: HiNeRVConfig) -> bool:
+        return predicted_bytes(cfg, frames, h, w) <= budget
+
+    if not fits(family(template, low)):
+        for small in _small_variants(family(template, low)):
+            if fits(small):
+                return small
+        smallest = smallest_network(template)
+        if not strict:
+            return smallest
+        need = predicted_bytes(smallest, frames, h, w) + clip.overhead_bytes
+        have = budget + clip.overhead_bytes
+        raise ConfigError(f"the target is below hinerv's smallest network for {w}x{h}x{frames}: it needs about "
+                          f"{8 * need / (frames * w * h):.3g} bpp, the target gives {8 * have / (frames * w * h):.3g}"
+                          " (ask for a higher rate)")
+    hi = MAX_CHANNELS
+    if predicted_bytes(family(template, hi), frames, h, w) < 0.9 * budget:
+        big = predicted_bytes(family(template, hi), frames, h, w) + clip.overhead_bytes
+        raise ConfigError(f"the target is above hinerv's largest network for {w}x{h}x{frames}: it reaches about "
+                          f"{8 * big / (frames * w * h):.3g} bpp (ask for a lower rate)")
+    if fits(family(template, hi)):
+        return family(template, hi)
+    lo = low
+    while hi - lo > 1:  # parameters grow monotonically with the width
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(family(template, mid)) else (lo, mid)
+    return family(template, lo)
+
+
+def default_steps(clip: Clip) -> int:
+    """Optimisation steps of one segment (all stages) from its frames and frame size."""
+    scale = min(1.0, (REFERENCE_FRAME_PIXELS / (clip.width * clip.height)) ** 0.5)
+    steps = round(STEPS_PER_FRAME * clip.segment_frames * scale)
+    return max(STEP_RANGE[0], min(STEP_RANGE[1], steps))
+
+
+def steps_per_epoch(train: TrainConfig, clip: Clip, factor: int) -> int:
+    """The shared loop's steps per epoch for a segment of this clip (whole frames or patches)."""
+    frames = clip.segment_frames
+    if train.patch_size is None:
+        items = frames
+    else:
+        hc, wc = -(-clip.height // factor) * factor, -(-clip.width // factor) * factor
+        ph, pw = min(train.patch_size[0], hc), min(train.patch_size[1], wc)
+        items = frames * math.ceil(hc / ph) * math.ceil(wc / pw)
+    return max(1, items // min(train.batch_size, items))
+
+
+def total_steps(train: TrainConfig, clip: Clip, factor: int) -> int:
+    return (train.epochs + train.prune_epochs + train.qat_epochs) * steps_per_epoch(train, clip, factor)
+
+
+def schedule_for_steps(train: TrainConfig, steps: int, clip: Clip, factor: int) -> TrainConfig:
+    """The recipe stretched to `steps` optimisation steps in all, split like the `fast` recipe."""
+    spe = steps_per_epoch(train, clip, factor)
+    epochs = max(1, round(steps / spe))
+    whole = sum(SPLIT.values())
+    prune = max(1, round(epochs * SPLIT["prune_epochs"] / whole))
+    qat = max(1, round(epochs * SPLIT["qat_epochs"] / whole))
+    main = max(1, epochs - prune - qat)
+    return replace(train, epochs=main, warmup_epochs=max(0, round(main / 10)), prune_epochs=prune, qat_epochs=qat)
+
+
+_STEP_TIMES: dict = {}
+
+
+def seconds_per_step(model_cfg: HiNeRVConfig, train: TrainConfig, clip: Clip, device: torch.device) -> float:
+    """Measured on this device: the median of a few training steps of this network at its batch (cached)."""
+    from .codec import _coded, segment_model
+
+    key = (model_cfg, train.batch_size, train.patch_size, clip.segment_frames, clip.height, clip.width, str(device))
+    if key in _STEP_TIMES:
+        return _STEP_TIMES[key]
+    hc, wc = _coded(clip.height, clip.width, model_cfg)
+    torch.manual_seed(0)
+    model = segment_model(model_cfg, clip.segment_frames, hc, wc).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = min(train.batch_size, clip.segment_frames) if train.patch_size is None else train.batch_size
+    t = torch.arange(batch, device=device) % clip.segment_frames
+    if train.patch_size is None:
+        yx, size, shape = None, None, (batch, hc, wc, 3)
+    else:
+        ph, pw = min(train.patch_size[0], hc), min(train.patch_size[1], wc)
+        ph, pw = ph - ph % model_cfg.factor or model_cfg.factor, pw - pw % model_cfg.factor or model_cfg.factor
+        yx, size, shape = torch.zeros(batch, 2, dtype=torch.long, device=device), (ph, pw), (batch, ph, pw, 3)
+    target = torch.rand(shape, device=device)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        loss = loss_fn(model(t, yx, size), target, train)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    _STEP_TIMES[key] = sorted(times)[1]
+    return _STEP_TIMES[key]
+
+
+# ---- stages -----------------------------------------------------------------------------------------------------
+
+def coded_bytes(model: torch.nn.Module, masks: dict, bits: int) -> int:
+    w = ByteWriter()
+    write_tensors(records_from_model(model, masks, bits), w)
+    return len(w.getvalue())
+
+
+def _bytes_at(model: torch.nn.Module, ratio: float, bits: int, base_masks: dict | None = None) -> tuple[int, dict]:
+    trial = copy.deepcopy(model)
+    if base_masks:
+        apply_masks(trial, base_masks)
+    masks = compute_masks(trial, prunable_parameters(trial), ratio)
+    if base_masks:
+        masks = {n: m & base_masks[n] if n in base_masks else m for n, m in masks.items()}
+    apply_masks(trial, masks)
+    return coded_bytes(trial, masks, bits), masks
+
+
+def _search_ratio(model: torch.nn.Module, budget: int, bits: int, lo: float, hi: float,
+                  base_masks: dict | None = None, iters: int = 10) -> tuple[float, int, list]:
+    """The smallest pruning ratio in [lo, hi] whose coded payload is <= budget (bytes fall as the ratio rises)."""
+    probes = []
+    size_lo, _ = _bytes_at(model, lo, bits, base_masks)
+    probes.append((lo, size_lo))
+    if size_lo <= budget:
+        return lo, size_lo, probes
+    size_hi, _ = _bytes_at(model, hi, bits, base_masks)
+    probes.append((hi, size_hi))
+    if size_hi > budget:
+        return hi, size_hi, probes
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        size, _ = _bytes_at(model, mid, bits, base_masks)
+        probes.append((mid, size))
+        lo, hi, size_hi = (mid, hi, size_hi) if size > budget else (lo, mid, size)
+        if hi - lo < 0.004:
+            break
+    return hi, size_hi, probes
+
+
+def aim(work: Work) -> Work:
+    """After overfit: choose the pruning ratio whose coded payload meets the segment's budget."""
+    if work.budget_bytes is None or work.model is None:
+        return work
+    train = work.config.train
+    aimed = int(AIM_MARGIN * work.budget_bytes)
+    ratio, size, probes = _search_ratio(work.model, aimed, train.bits, *PRUNE_RANGE)
+    work.config = replace(work.config, train=replace(train, prune_ratio=ratio))
+    work.report["rate"] = {"budget_bytes": work.budget_bytes, "prune_ratio": round(ratio, 4),
+                           "aimed_bytes": size, "probes": [[round(r, 4), b] for r, b in probes]}
+    if size > work.budget_bytes:
+        work.report.setdefault("warnings", []).append(
+            f"rate: the trained network codes {size} bytes even {ratio:.0%} pruned (budget {work.budget_bytes})")
+    elif ratio == PRUNE_RANGE[0] and size < 0.9 * work.budget_bytes:
+        work.report.setdefault("warnings", []).append(
+            f"rate: the trained network codes only {size} bytes unpruned (budget {work.budget_bytes})")
+    return work
+
+
+def trim(work: Work) -> Work:
+    """After entropy coding: if the payload is over budget, prune the final network further and code it again."""
+    if work.budget_bytes is None or len(work.payload) <= work.budget_bytes:
+        return work
+    from nvc_pipe.stages import entropy_code, quantize
+
+    train = work.config.train
+    ratio, _, probes = _search_ratio(work.model, work.budget_bytes, train.bits, train.prune_ratio,
+                                     train.prune_ratio + TRIM_MAX, base_masks=work.masks)
+    before = len(work.payload)
+    _, masks = _bytes_at(work.model, ratio, train.bits, work.masks)
+    apply_masks(work.model, masks)
+    work.masks = masks
+    work = entropy_code.run(quantize.run(work))
+    work.report.setdefault("rate", {})["trim"] = {"from_bytes": before, "to_bytes": len(work.payload),
+                                                  "prune_ratio": round(ratio, 4)}
+    return work

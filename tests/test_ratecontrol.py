@@ -1,0 +1,183 @@
+"""Rate control: target parsing, the CLI's options and aliases, one-line refusals before any training, the plan,
+each plugin's target → configuration mapping (no training), and the achieved rate of a real tiny encode."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from conftest import write_video
+
+from nvc_pipe import cli
+from nvc_pipe.errors import ConfigError
+from nvc_pipe.rate import Clip, Target, make_target, parse_bitrate, parse_duration
+
+
+@pytest.fixture(scope="module")
+def clip64(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("rc") / "c64.mp4", 64, 64, 8)
+
+
+def test_bitrate_suffixes():
+    assert parse_bitrate("500k") == 500_000
+    assert parse_bitrate("2M") == 2_000_000
+    assert parse_bitrate("1.5M") == 1_500_000
+    assert parse_bitrate("800") == 800
+    for bad in ("5x", "k", "", "1.5.2M", "-1k", "0", "0k", "1e400"):
+        with pytest.raises(ConfigError):
+            parse_bitrate(bad)
+    assert parse_duration("10m") == 600 and parse_duration("90s") == 90 and parse_duration("1.5h") == 5400
+    with pytest.raises(ConfigError):
+        parse_duration("10 minutes")
+
+
+def test_one_target_at_most():
+    assert make_target() is None
+    assert make_target(quality=28) == Target("quality", 28)
+    with pytest.raises(ConfigError, match="one rate target"):
+        make_target(bitrate="1M", quality=20)
+    with pytest.raises(ConfigError, match="one rate target"):
+        make_target(bpp=0.1, bitrate=5e5)
+    for bad in ({"quality": 52}, {"quality": -1}, {"bpp": 0.0}, {"bpp": -0.1}, {"bitrate": 0.0}):
+        with pytest.raises(ConfigError):
+            make_target(**bad)
+
+
+def test_ffmpeg_style_aliases_parse_as_whole_options():
+    p = cli.build_parser()
+    a = p.parse_args(["encode", "in.mp4", "-o", "o.mkv", "-crf", "28"])
+    assert a.quality == 28 and a.codec == "hinerv" and a.bitrate is None
+    a = p.parse_args(["encode", "in.mp4", "-o", "o.mkv", "-c", "c3", "-b:v", "1.5M"])
+    assert a.bitrate == 1_500_000 and a.codec == "c3" and a.quality is None
+    a = p.parse_args(["encode", "in.mp4", "-o", "o.mkv", "--bpp", "0.05", "--steps", "10", "--time-limit", "10m"])
+    assert (a.bpp, a.steps, a.time_limit) == (0.05, 10, 600)
+
+
+def _fails_before_training(capsys, argv, code=2):
+    try:
+        rc = cli.main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == code, err
+    assert len(err) == 1 and err[0].startswith("nvc") and "Traceback" not in err[0], err
+    assert "plan:" not in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-b:v", "0"], "bitrate"),
+    (["-b:v", "-5k"], "bitrate"),
+    (["--bitrate", "5x"], "invalid bitrate"),
+    (["-b:v", "1M", "-crf", "20"], "one rate target"),
+    (["--bpp", "0.1", "--quality", "20"], "one rate target"),
+    (["-crf", "60"], "0..51"),
+    (["--bpp", "0"], "> 0"),
+    (["--bpp", "0.001"], "below hinerv's smallest network"),
+    (["--bpp", "100000"], "above hinerv's largest network"),
+    (["-c", "c3", "--bpp", "0.001"], "below c3's smallest stream"),
+    (["-c", "c3", "--lambda", "1e-3", "-b:v", "1M"], "--lambda or a rate target"),
+    (["--lambda", "1e-3"], "C3 option"),
+    (["--steps", "4", "--epochs", "4"], "--steps or --epochs"),
+    (["-c", "c3", "--prune-epochs", "3"], "not used by c3"),
+])
+def test_bad_rate_options_fail_in_one_line_before_training(capsys, clip64, tmp_path, extra, message):
+    out = tmp_path / "o.mkv"
+    line = _fails_before_training(capsys, ["encode", str(clip64), "-o", str(out), *extra])
+    assert message in line
+    assert not out.exists() and not (tmp_path / "o.mkv.nvc-partial").exists()
+
+
+def test_plan_is_printed_and_the_target_travels_to_info(capsys, clip64, tmp_path):
+    out = tmp_path / "o.mkv"
+    assert cli.main(["encode", str(clip64), "-o", str(out), "-b:v", "300k", "--steps", "8", "--json"]) == 0
+    captured = capsys.readouterr()
+    plan_lines = [ln for ln in captured.err.splitlines() if ln.startswith("nvc: plan:")]
+    assert len(plan_lines) == 1 and "parameters" in plan_lines[0] and "steps" in plan_lines[0]
+    assert "on this device" in plan_lines[0]
+    import json
+
+    report = json.loads(captured.out)
+    assert report["target"]["kind"] == "bitrate" and report["target"]["value"] == 300_000
+    assert report["plan"]["steps"] >= 8 and report["plan"]["parameters"] > 0
+    assert cli.main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "target 300kb/s" in info and "achieved" in info
+
+
+def test_hinerv_achieves_its_bitrate_on_a_tiny_clip(clip64, tmp_path):
+    from nvc_pipe.api import encode_file
+
+    rep = encode_file(str(clip64), str(tmp_path / "o.mkv"), target=Target("bpp", 2.0), overrides={"steps": 40},
+                      device="cpu", progress=False)
+    assert abs(rep["bpp"] / 2.0 - 1) <= 0.10, rep["bpp"]
+    assert rep["segments"][0]["rate"]["budget_bytes"] > 0
+
+
+def _clip(w, h, n, fps=25, overhead=300):
+    return Clip(w, h, n, Fraction(fps), n, overhead)
+
+
+def test_hinerv_target_to_network_is_monotone_and_within_budget():
+    from nvc_hinerv import codec, ratecontrol
+
+    clip = _clip(176, 144, 24)
+    sizes = []
+    for bpp in (0.1, 0.3, 1.0, 3.0):
+        cfg = codec.configure(None, Target("bpp", bpp), {}, clip)
+        params, _ = ratecontrol.count_parameters(cfg.model, 24, 144, 176)
+        assert ratecontrol.predicted_bytes(cfg.model, 24, 144, 176) <= clip.payload_bytes(bpp)
+        sizes.append(params)
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    rates = [codec.plan(codec.configure(None, Target("quality", q), {}, clip), clip)["stream_bpp"]
+             for q in (40, 34, 28, 22)]
+    assert rates == sorted(rates) and rates[1] == pytest.approx(2 * rates[0])
+
+
+def test_hinerv_steps_come_from_the_clip_and_overrides():
+    from nvc_hinerv import codec
+
+    short, long = _clip(176, 144, 8), _clip(176, 144, 48)
+    p_short = codec.plan(codec.configure(None, None, {}, short), short)
+    p_long = codec.plan(codec.configure(None, None, {}, long), long)
+    assert 400 <= p_short["steps"] < p_long["steps"]
+    cfg_short = codec.configure(None, None, {}, short)
+    assert cfg_short.train.epochs > codec.configure(None, None, {}, long).train.epochs  # more passes over 8 frames
+    assert codec.plan(codec.configure(None, None, {"steps": 100}, long), long)["steps"] == pytest.approx(100, abs=24)
+    # paper recipes keep their epochs
+    assert codec.configure("bunny-xxs", None, {}, long).train.epochs == 300
+
+
+def test_default_quality_is_under_0_3_bpp_and_within_3x():
+    from nvc_c3 import ratecontrol as c3rc
+    from nvc_hinerv import codec
+
+    clips = [_clip(176, 144, 24), _clip(320, 180, 30), _clip(640, 360, 120)]
+    rates = [codec.plan(codec.configure(None, None, {}, c), c)["stream_bpp"] for c in clips]
+    rates += [c3rc.plan(c3rc.configure(None, None, {}, c), c)["stream_bpp"] for c in clips]
+    assert max(rates) <= 0.3 and max(rates) / min(rates) <= 3
+
+
+def test_c3_target_to_lambda_and_patch_layout():
+    from nvc_c3 import ratecontrol as rc
+
+    clip = _clip(256, 144, 16)
+    lams = [rc.configure(None, Target("bpp", b), {}, clip).c3.rd_lambda for b in (0.2, 0.5, 1.5)]
+    assert lams == sorted(lams, reverse=True)
+    cfg = rc.configure(None, Target("bpp", 0.5), {}, clip)
+    assert (cfg.model.patch_height, cfg.model.patch_width) == (144, 256)  # one spatial patch on a small frame
+    big = rc.configure(None, Target("bpp", 0.1), {}, _clip(1280, 720, 30))
+    assert rc.patch_count(big.model, _clip(1280, 720, 30)) == 4
+    direct = rc.configure(None, None, {"lambda": 2e-4}, clip)
+    assert direct.c3.rd_lambda == 2e-4 and rc.plan(direct, clip)["stream_bpp"] is None
+    assert rc.total_steps(rc.configure(None, None, {"steps": 200}, clip)) == 200
+
+
+def test_c3_corrects_lambda_once_in_the_right_direction():
+    from nvc_c3 import ratecontrol as rc
+
+    cfg = rc.configure(None, Target("bpp", 0.5), {}, _clip(256, 144, 16))
+    assert rc.correct(cfg, 10_000, 10_300, 1) is None
+    up, info = rc.correct(cfg, 10_000, 15_000, 1)
+    down, _ = rc.correct(cfg, 10_000, 6_000, 1)
+    assert up.c3.rd_lambda > cfg.c3.rd_lambda > down.c3.rd_lambda and info["first_bytes"] == 15_000

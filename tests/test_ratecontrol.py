@@ -181,3 +181,19 @@ def test_c3_corrects_lambda_once_in_the_right_direction():
     up, info = rc.correct(cfg, 10_000, 15_000, 1)
     down, _ = rc.correct(cfg, 10_000, 6_000, 1)
     assert up.c3.rd_lambda > cfg.c3.rd_lambda > down.c3.rd_lambda and info["first_bytes"] == 15_000
+
+
+def test_eval_takes_lists_of_targets_as_rd_points():
+    from nvc_pipe.eval.runner import parse_codecs, parse_targets
+
+    values = parse_targets("bitrate", "100k,300k,1M")
+    assert values == [100_000, 300_000, 1_000_000]
+    curves = parse_codecs("hinerv:fast,c3:c3-fast,x264:medium", {}, None, ("bitrate", values))
+    plugin = [c for c in curves if not c.is_anchor]
+    assert [c.label for c in plugin] == ["hinerv:fast", "c3:c3-fast"]
+    assert [(p.param, p.value) for p in plugin[0].points] == [("bitrate", v) for v in values]
+    assert [p.value for p in parse_codecs("hinerv:fast", {}, None, ("quality", parse_targets("quality", "34,22")))[0]
+            .points] == [22, 34]
+    for kind, bad in (("bitrate", "100k,5x"), ("bpp", "0.1,-1"), ("quality", "20,99"), ("quality", "2.5")):
+        with pytest.raises(ConfigError):
+            parse_targets(kind, bad)

@@ -38,6 +38,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                         "defaults x264/x265 22,27,32,37, svtav1 30,38,46,54")
     p.add_argument("--epochs",
                    help="plugin codecs: sweep these epoch counts (overrides epochs=N), one curve per preset")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--bitrate", metavar="LIST",
+                      help="plugin codecs: one RD point per target bitrate, e.g. 100k,300k,1M (one curve per preset)")
+    rate.add_argument("--bpp", metavar="LIST", help="plugin codecs: one RD point per target bpp, e.g. 0.05,0.1,0.2")
+    rate.add_argument("--quality", metavar="LIST", help="plugin codecs: one RD point per quality, e.g. 22,28,34")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="plugin codecs: extra config override (VALUE parsed as JSON when possible; repeatable)")
     p.add_argument("--device", default="auto", help="device for plugin codecs (auto, cpu, cuda, cuda:1)")
@@ -75,11 +80,15 @@ def _parse_set(items: list[str]) -> dict:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .runner import EvalConfig, parse_codecs, parse_crf_options, parse_int_list
+    from .runner import EvalConfig, parse_codecs, parse_crf_options, parse_int_list, parse_targets
 
     crf = parse_crf_options(args.crf)
     epochs = parse_int_list(args.epochs, "epochs") if args.epochs else None
-    curves = parse_codecs(args.codecs, crf, epochs)
+    kinds = [k for k in ("bitrate", "bpp", "quality") if getattr(args, k, None)]
+    if kinds and epochs:
+        raise ConfigError(f"give --epochs or --{kinds[0]}, not both")
+    targets = (kinds[0], parse_targets(kinds[0], getattr(args, kinds[0]))) if kinds else None
+    curves = parse_codecs(args.codecs, crf, epochs, targets)
     if args.frames is not None and args.frames <= 0:
         raise ConfigError(f"--frames must be positive, got {args.frames}")
     return EvalConfig(

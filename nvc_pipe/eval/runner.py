@@ -7,7 +7,9 @@ A *codec spec* is ``name:setting`` (comma-separated on the command line):
   22,27,32,37; SVT-AV1 30,38,46,54), overridable for all anchors or per anchor name;
 - anything else is a codec plugin run through :mod:`nvc_pipe.api`: ``hinerv:uvg-s`` (setting = preset). Several
   presets joined by ``+`` (``hinerv:uvg-s+uvg-m+uvg-l``) form one curve with one point per preset; with an
-  ``epochs`` list each preset is its own curve with one point per epoch count (``overrides={"epochs": e}``).
+  ``epochs`` list each preset is its own curve with one point per epoch count (``overrides={"epochs": e}``);
+  with a list of rate targets (``--bitrate 100k,300k,1M``, ``--bpp``, ``--quality``) each preset is its own curve
+  with one point per target (``encode_file(target=...)``).
 
 Every point is written as ``out/cache/<dataset>/<sequence>/<codec>-<setting>-<param><value>-<hash>.json`` the
 moment it is measured (atomic rename), the hash covering what the result depends on (source file name, size,
@@ -51,8 +53,8 @@ HARNESS_VERSION = 1   # bump when a change invalidates cached points
 
 @dataclass(frozen=True)
 class PointSpec:
-    param: str             # "crf", "preset" or "epochs"
-    value: object          # int CRF, preset name, epoch count
+    param: str             # "crf", "preset", "epochs", or a rate target kind: "bitrate", "bpp", "quality"
+    value: object          # int CRF, preset name, epoch count, bits/s, bpp, quality
     setting: str           # encoder preset / plugin preset used at this point
 
 
@@ -93,8 +95,28 @@ def parse_crf_options(values: Iterable[str] | None) -> dict[str, list[int]]:
     return out
 
 
+def parse_targets(kind: str, text: str) -> list[float]:
+    """``--bitrate 100k,300k,1M`` / ``--bpp 0.05,0.1`` / ``--quality 22,28,34`` → values (checked like encode's)."""
+    from nvc_pipe.rate import make_target
+
+    items = _split_list(text)
+    if not items:
+        raise ConfigError(f"empty --{kind} list")
+    values = []
+    for v in items:
+        if kind == "bitrate":
+            values.append(make_target(bitrate=v).value)
+            continue
+        try:
+            number = int(v) if kind == "quality" else float(v)
+        except ValueError:
+            raise ConfigError(f"bad --{kind} value {v!r}") from None
+        values.append(make_target(**{kind: number}).value)
+    return values
+
+
 def parse_codecs(text: str | list[str], crf: dict[str, list[int]] | None = None,
-                 epochs: list[int] | None = None) -> list[Curve]:
+                 epochs: list[int] | None = None, targets: tuple[str, list[float]] | None = None) -> list[Curve]:
     """Turn ``"x264:medium,x265:veryslow,hinerv:uvg-s+uvg-m"`` into curves with their sweep points."""
     specs = _split_list(text) if isinstance(text, str) else [s for t in text for s in _split_list(t)]
     if not specs:
@@ -118,7 +140,12 @@ def parse_codecs(text: str | list[str], crf: dict[str, list[int]] | None = None,
         else:
             if not settings:
                 raise ConfigError(f"codec {name!r}: give a preset, e.g. {name}:fast")
-            if epochs:
+            if targets:
+                kind, values = targets
+                for s in settings:
+                    curves.append(Curve(name, f"{name}:{s}",
+                                        tuple(PointSpec(kind, v, s) for v in sorted(set(values))), False))
+            elif epochs:
                 for s in settings:
                     curves.append(Curve(name, f"{name}:{s}",
                                         tuple(PointSpec("epochs", int(e), s) for e in sorted(set(epochs))), False))
@@ -350,15 +377,22 @@ def _run_plugin_point(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig,
     stream = stream.with_suffix(".nvc")
     stream.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    extra = {}
+    if pt.param in ("bitrate", "bpp", "quality"):
+        from nvc_pipe.rate import Target
+
+        extra["target"] = Target(pt.param, pt.value)
     report = api.encode_file(str(inp), str(stream), codec=curve.codec, preset=pt.setting,
-                             overrides=overrides or None, device=cfg.device, raw=raw, progress=cfg.progress)
+                             overrides=overrides or None, device=cfg.device, raw=raw, progress=cfg.progress, **extra)
     encode_s = time.perf_counter() - t0
     report = dict(report or {})
     nbytes = int(report.get("stream_bytes") or stream.stat().st_size)
     q = measure(src, api.decode_frames(str(stream), device=cfg.device), "rgb", cfg.ms_ssim)
-    keep = {k: report[k] for k in ("bpp", "stream_bytes", "psnr_rgb_db", "ms_ssim", "time_s") if k in report}
+    keep = {k: report[k] for k in ("bpp", "stream_bytes", "psnr_rgb_db", "ms_ssim", "time_s", "target",
+                                   "bitrate_bps") if k in report}
     cmd = (f"nvc_pipe.api.encode_file({str(inp)!r}, {str(stream)!r}, codec={curve.codec!r}, "
            f"preset={pt.setting!r}, overrides={overrides!r}, device={cfg.device!r}"
+           + (f", target={extra['target']!r}" if extra else "")
            + (f", raw={raw!r}" if raw is not None else "") + ")")
     return {"stream_bytes": nbytes, "encode_s": encode_s, "command": cmd, "backend": "nvc_pipe.api",
             "encoder_options": overrides, "stream": str(stream), "codec_report": keep, **q}

@@ -28,7 +28,7 @@ PATCH_PIXELS = 640 * 360  # largest spatial patch
 PATCH_FRAMES = 30
 # λ model (measured on our CPU encodes, docs/ratecontrol.md)
 NET_BYTES = 1100  # coded networks (synthesis + ARMs) of one patch
-LATENT_BPP_AT_1E3 = 0.55
+LATENT_BPP_AT_1E3 = 1.1
 BETA = 0.45
 LAMBDA_RANGE = (1e-6, 1.0)
 TOLERANCE = 0.07  # a first encode this close to its budget is kept

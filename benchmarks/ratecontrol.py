@@ -35,7 +35,8 @@ def _save(path: Path, rows: list[dict]) -> None:
 
 def run_one(clip: str, path: str, codec: str, rate: str, steps: int | None, work: Path) -> dict:
     out = work / f"{clip}-{codec}-{rate}.mkv"
-    cmd = NVC + ["encode", path, "-o", str(out), "-y", "-c", codec, "-b:v", rate, "--json"]
+    option = [] if rate == "default" else ["-crf", rate[1:]] if rate.startswith("q") else ["-b:v", rate]
+    cmd = NVC + ["encode", path, "-o", str(out), "-y", "-c", codec, *option, "--json"]
     if steps:
         cmd += ["--steps", str(steps)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -48,10 +49,11 @@ def run_one(clip: str, path: str, codec: str, rate: str, steps: int | None, work
         row["error"] = res.stderr.decode(errors="replace").strip().splitlines()[-1:]
         return row
     rep = json.loads(res.stdout)
+    aimed = rep["target"]["bitrate_bps"]
     row.update({"frames": rep["frames"], "size": f"{rep['width']}x{rep['height']}", "fps": rep["fps"],
-                "requested_bps": rep["target"]["value"], "achieved_bps": rep["bitrate_bps"], "bpp": rep["bpp"],
+                "requested_bps": aimed, "target": rep["target"], "achieved_bps": rep["bitrate_bps"], "bpp": rep["bpp"],
                 "stream_bytes": rep["stream_bytes"], "psnr_rgb_db": rep["psnr_rgb_db"], "encode_s": rep["time_s"],
-                "error_pct": round(100 * (rep["bitrate_bps"] / rep["target"]["value"] - 1), 2),
+                "error_pct": round(100 * (rep["bitrate_bps"] / aimed - 1), 2),
                 "plan": rep["plan"]["summary"], "segments": [{k: s.get(k) for k in ("rate", "rate_correction")}
                                                              for s in rep["segments"]]})
     out.unlink(missing_ok=True)
@@ -66,7 +68,9 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['clip']} | {r['codec']} | {r['requested']} | exit {r['rc']}: "
                          f"{' '.join(r.get('error', []))} | | | | |")
             continue
-        lines.append(f"| {r['clip']} {r['size']}x{r['frames']} | {r['codec']} | {r['requested_bps'] / 1000:.0f} kb/s "
+        asked = (f"{r['requested_bps'] / 1000:.0f} kb/s" if r["requested"][0].isdigit()
+                 else f"{r['requested']} → {r['requested_bps'] / 1000:.1f} kb/s")
+        lines.append(f"| {r['clip']} {r['size']}x{r['frames']} | {r['codec']} | {asked} "
                      f"| {r['achieved_bps'] / 1000:.1f} kb/s | {r['error_pct']:+.1f} % | {r['bpp']:.4f} "
                      f"| {r['psnr_rgb_db']:.2f} | {r['encode_s']:.0f} |")
     return "\n".join(lines)
@@ -75,7 +79,8 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--run", action="append", default=[], metavar="NAME=PATH:CODEC:RATE,RATE,...")
+    ap.add_argument("--run", action="append", default=[], metavar="NAME=PATH:CODEC:RATE,RATE,...",
+                    help="RATE: a bitrate (500k), qN for -crf N, or 'default' for no rate option")
     ap.add_argument("--steps", type=int, help="--steps for every encode (default: from the clip)")
     ap.add_argument("--table", action="store_true")
     args = ap.parse_args()

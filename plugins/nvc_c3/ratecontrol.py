@@ -2,7 +2,8 @@
 
     patch layout  one spatial patch up to PATCH_PIXELS (network bits dominate small patches: +232 % rate for six
                   patches against one on a 256x144 frame, docs/ratecontrol.md), PATCH_FRAMES frames per patch
-    λ model       payload ≈ patches · NET_BYTES + pixels · LATENT_BPP_AT_1E3 · (λ / 1e-3)^−BETA / 8
+    λ model       payload ≈ patches · NET_BYTES + pixels · b · (λ / 1e-3)^−BETA / 8, with the latent bpp at 1e-3
+                  b = LATENT_BPP_AT_1E3 · (pixels / REFERENCE_PIXELS)^−SIZE_EXPONENT (small clips cost more)
     correct       if the first segment's real payload misses its budget by more than TOLERANCE, λ moves once
                   along the model's slope and the segment is encoded again (short trial runs code far less than
                   full runs at the same λ — 0.31 vs 0.48 bpp at 50 vs 200 steps — so they cannot stand in)
@@ -26,9 +27,11 @@ FIXED = PAPER_PRESETS + ("c3-tiny",)  # keep their steps and patch layout unless
 OPTIONS = ("steps", "time_limit", "epochs", "seed", "lambda")
 PATCH_PIXELS = 640 * 360  # largest spatial patch
 PATCH_FRAMES = 30
-# λ model (measured on our CPU encodes, docs/ratecontrol.md)
+# λ model (measured on our CPU encodes, docs/ratecontrol.md): latent bpp at λ = 1e-3 falls with the clip's size
 NET_BYTES = 1100  # coded networks (synthesis + ARMs) of one patch
-LATENT_BPP_AT_1E3 = 1.1
+LATENT_BPP_AT_1E3 = 0.5  # … for a segment of REFERENCE_PIXELS
+REFERENCE_PIXELS = 600_000
+SIZE_EXPONENT = 0.45
 BETA = 0.45
 LAMBDA_RANGE = (1e-6, 1.0)
 TOLERANCE = 0.07  # a first encode this close to its budget is kept
@@ -72,7 +75,13 @@ def predicted_lambda(payload_bytes: float, patches: int, clip: Clip) -> float | 
     if latent_bits <= 0:
         return None
     bpp = latent_bits / clip.segment_pixels
-    return 1e-3 * (LATENT_BPP_AT_1E3 / bpp) ** (1 / BETA)
+    at_1e3 = LATENT_BPP_AT_1E3 * (clip.segment_pixels / REFERENCE_PIXELS) ** -SIZE_EXPONENT
+    return 1e-3 * (at_1e3 / bpp) ** (1 / BETA)
+
+
+def smallest_bpp(patches: int, clip: Clip) -> float:
+    """The lowest stream bpp c3 is asked for: networks and headers plus latents worth half the networks."""
+    return 8 * (1.5 * patches * NET_BYTES + clip.overhead_bytes) / clip.pixels
 
 
 def default_steps(model, clip: Clip) -> int:
@@ -115,12 +124,14 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
         target = target or Target("quality", DEFAULT_QUALITY)
         bpp = quality_to_bpp(int(target.value), clip) if target.kind == "quality" else clip.bpp(target)
         patches = patch_count(cfg.model, clip)
+        least = smallest_bpp(patches, clip)
+        if target.kind == "quality" and preset is None and "quality" not in ov:
+            bpp = max(bpp, least)  # the default quality never asks for less than the smallest stream
         lam = predicted_lambda(clip.payload_bytes(bpp), patches, clip)
-        if lam is None or lam > LAMBDA_RANGE[1]:
-            need = (patches * NET_BYTES + clip.overhead_bytes) * 8 / clip.segment_pixels
+        if bpp < least or lam is None or lam > LAMBDA_RANGE[1]:
             raise ConfigError(f"the target is below c3's smallest stream for {clip.width}x{clip.height}x"
-                              f"{clip.segment_frames} ({patches} patch networks need about {need:.3g} bpp, the "
-                              f"target gives {bpp:.3g}; ask for a higher rate)")
+                              f"{clip.segment_frames}: its {patches} patch network(s) and headers need about "
+                              f"{least:.3g} bpp, the target gives {bpp:.3g} (ask for a higher rate)")
         if lam < LAMBDA_RANGE[0]:
             raise ConfigError(f"the target ({bpp:.3g} bpp) is above what c3 codes for this clip (ask for a lower "
                               "rate)")

@@ -143,7 +143,9 @@ class HiNeRVCodec:
         model, bpp = base.model, None
         if target is not None or preset is None:
             bpp = ratecontrol.stream_bpp(target, clip)
-            model = ratecontrol.size_network(base.model, clip, clip.payload_bytes(bpp), strict=target is not None)
+            if target is None:  # the default quality never asks for less than the smallest network
+                bpp = max(bpp, ratecontrol.smallest_bpp(base.model, clip))
+            model = ratecontrol.size_network(base.model, clip, clip.payload_bytes(bpp))
         factor = scale_product(model)
         train = base.train
         if "epochs" in ov:

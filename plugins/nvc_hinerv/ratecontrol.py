@@ -104,11 +104,17 @@ def smallest_network(template: HiNeRVConfig) -> HiNeRVConfig:
     return _small_variants(family(template, max(MIN_CHANNELS, 1 << (len(template.scales) - 1))))[-1]
 
 
-def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int, strict: bool = True) -> HiNeRVConfig:
+def smallest_bpp(template: HiNeRVConfig, clip: Clip) -> float:
+    """Stream bpp of the family's smallest network on this clip (predicted, headers included, 5 % margin)."""
+    need = predicted_bytes(smallest_network(template), clip.segment_frames, clip.height, clip.width)
+    return 1.05 * 8 * (need * math.ceil(clip.frames / clip.segment_frames) + clip.overhead_bytes) / clip.pixels
+
+
+def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int) -> HiNeRVConfig:
     """The widest network of the family whose predicted payload (at PRUNE_AIM) fits `payload_bytes`.
 
-    ConfigError when even the smallest network is predicted over the budget (strict; otherwise that network) or
-    the widest one under it by more than 10 % (the pruning lever cannot add bytes beyond the unpruned network).
+    ConfigError when even the smallest network is predicted over the budget, or the widest one under it by more
+    than 10 % (the pruning lever cannot add bytes beyond the unpruned network).
     """
     frames, h, w = clip.segment_frames, clip.height, clip.width
     budget = payload_bytes
@@ -122,8 +128,6 @@ def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int, strict:
             if fits(small):
                 return small
         smallest = smallest_network(template)
-        if not strict:
-            return smallest
         need = predicted_bytes(smallest, frames, h, w) + clip.overhead_bytes
         have = budget + clip.overhead_bytes
         raise ConfigError(f"the target is below hinerv's smallest network for {w}x{h}x{frames}: it needs about "

@@ -76,6 +76,7 @@ def _fails_before_training(capsys, argv, code=2):
     (["--bpp", "0.001"], "below hinerv's smallest network"),
     (["--bpp", "100000"], "above hinerv's largest network"),
     (["-c", "c3", "--bpp", "0.001"], "below c3's smallest stream"),
+    (["-c", "c3", "--bpp", "20"], "above what c3 codes"),
     (["-c", "c3", "--lambda", "1e-3", "-b:v", "1M"], "--lambda or a rate target"),
     (["--lambda", "1e-3"], "C3 option"),
     (["--steps", "4", "--epochs", "4"], "--steps or --epochs"),
@@ -123,14 +124,13 @@ def test_hinerv_target_to_network_is_monotone_and_within_budget():
 
     clip = _clip(176, 144, 24)
     sizes = []
-    for bpp in (0.1, 0.3, 1.0, 3.0):
+    for bpp in (0.1, 1.0, 3.0):
         cfg = codec.configure(None, Target("bpp", bpp), {}, clip)
         params, _ = ratecontrol.count_parameters(cfg.model, 24, 144, 176)
         assert ratecontrol.predicted_bytes(cfg.model, 24, 144, 176) <= clip.payload_bytes(bpp)
         sizes.append(params)
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
-    rates = [codec.plan(codec.configure(None, Target("quality", q), {}, clip), clip)["stream_bpp"]
-             for q in (40, 34, 28, 22)]
+    rates = [codec.configure(None, Target("quality", q), {}, clip).stream_bpp for q in (34, 28, 22)]
     assert rates == sorted(rates) and rates[1] == pytest.approx(2 * rates[0])
 
 
@@ -153,7 +153,7 @@ def test_default_quality_is_under_0_3_bpp_and_within_3x():
     from nvc_hinerv import codec
 
     clips = [_clip(176, 144, 24), _clip(320, 180, 30), _clip(640, 360, 120)]
-    rates = [codec.plan(codec.configure(None, None, {}, c), c)["stream_bpp"] for c in clips]
+    rates = [codec.configure(None, None, {}, c).stream_bpp for c in clips]
     rates += [c3rc.plan(c3rc.configure(None, None, {}, c), c)["stream_bpp"] for c in clips]
     assert max(rates) <= 0.3 and max(rates) / min(rates) <= 3
 

@@ -34,6 +34,7 @@ REFERENCE_PIXELS = 600_000
 SIZE_EXPONENT = 0.45
 BETA = 0.45
 LAMBDA_RANGE = (1e-6, 1.0)
+MAX_LATENT_BPP = 4.0  # latents saturate near 5 bpp (64x64x8 at λ 1e-6 coded 5.2 bpp in all): refuse above this
 TOLERANCE = 0.07  # a first encode this close to its budget is kept
 MIN_STEPS = 20
 # default quality: like HiNeRV's, more bits per pixel for small clips
@@ -132,7 +133,8 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
             raise ConfigError(f"the target is below c3's smallest stream for {clip.width}x{clip.height}x"
                               f"{clip.segment_frames}: its {patches} patch network(s) and headers need about "
                               f"{least:.3g} bpp, the target gives {bpp:.3g} (ask for a higher rate)")
-        if lam < LAMBDA_RANGE[0]:
+        latent_bpp = 8 * (clip.payload_bytes(bpp) - patches * NET_BYTES) / clip.segment_pixels
+        if lam < LAMBDA_RANGE[0] or latent_bpp > MAX_LATENT_BPP:
             raise ConfigError(f"the target ({bpp:.3g} bpp) is above what c3 codes for this clip (ask for a lower "
                               "rate)")
         cfg = with_lambda(cfg, lam)

@@ -184,37 +184,46 @@ def schedule_for_steps(train: TrainConfig, steps: int, clip: Clip, factor: int) 
 _STEP_TIMES: dict = {}
 
 
+PROXY_SIDE = 128  # time estimates train on frames of at most this many pixels a side, then scale by area
+
+
 def seconds_per_step(model_cfg: HiNeRVConfig, train: TrainConfig, clip: Clip, device: torch.device) -> float:
-    """Measured on this device: the median of a few training steps of this network at its batch (cached)."""
+    """Measured on this device: the median of three training steps of this network (cached).
+
+    Large frames are timed on a proxy of the same widths and at most PROXY_SIDE pixels a side (grids sized to it),
+    scaled by the pixel ratio: the cost of a step is about linear in pixels, and the estimate stays cheap.
+    """
     from .codec import _coded, segment_model
 
     key = (model_cfg, train.batch_size, train.patch_size, clip.segment_frames, clip.height, clip.width, str(device))
     if key in _STEP_TIMES:
         return _STEP_TIMES[key]
+    f = model_cfg.factor
     hc, wc = _coded(clip.height, clip.width, model_cfg)
+    if train.patch_size is not None:
+        hc, wc = min(hc, -(-train.patch_size[0] // f) * f), min(wc, -(-train.patch_size[1] // f) * f)
+    side = max(f, PROXY_SIDE // f * f)
+    ph, pw = min(hc, side), min(wc, side)
+    frames = min(clip.segment_frames, 8)
     torch.manual_seed(0)
-    model = segment_model(model_cfg, clip.segment_frames, hc, wc).to(device)
+    model = segment_model(model_cfg, frames, ph, pw).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    batch = min(train.batch_size, clip.segment_frames) if train.patch_size is None else train.batch_size
-    t = torch.arange(batch, device=device) % clip.segment_frames
-    if train.patch_size is None:
-        yx, size, shape = None, None, (batch, hc, wc, 3)
-    else:
-        ph, pw = min(train.patch_size[0], hc), min(train.patch_size[1], wc)
-        ph, pw = ph - ph % model_cfg.factor or model_cfg.factor, pw - pw % model_cfg.factor or model_cfg.factor
-        yx, size, shape = torch.zeros(batch, 2, dtype=torch.long, device=device), (ph, pw), (batch, ph, pw, 3)
-    target = torch.rand(shape, device=device)
+    batch = min(train.batch_size, frames)
+    t = torch.arange(batch, device=device) % frames
+    target = torch.rand(batch, ph, pw, 3, device=device)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        loss = loss_fn(model(t, yx, size), target, train)
+        loss = loss_fn(model(t), target, train)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    _STEP_TIMES[key] = sorted(times)[1]
+    real_batch = train.batch_size if train.patch_size is not None else min(train.batch_size, clip.segment_frames)
+    scale = (hc * wc * real_batch) / (ph * pw * batch)
+    _STEP_TIMES[key] = sorted(times)[1] * scale
     return _STEP_TIMES[key]
 
 

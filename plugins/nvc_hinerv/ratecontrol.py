@@ -44,7 +44,7 @@ PRUNE_RANGE = (0.0, 0.5)  # the `aim` stage's lever (fraction of all parameters)
 PRUNE_AIM = 0.15  # the network is sized so the budget is met at this ratio (the recipe's)
 AIM_MARGIN = 0.98  # aim a little under the budget: QAT moves the coded size by a percent or two
 TRIM_MAX = 0.1  # the `trim` stage prunes at most this much more of the final network (no training after it)
-MIN_CHANNELS, MAX_CHANNELS = 4, 512
+MIN_CHANNELS, MAX_CHANNELS = 8, 512  # narrower networks fail to train (12 dB at 4 wide on 128x72x16)
 # Default quality: this bpp on large clips, rising to at most 3x on tiny ones (side information weighs more).
 BPP_AT_DEFAULT = 0.1
 SMALL_CLIP_PIXELS = 2_000_000

@@ -197,3 +197,25 @@ def test_eval_takes_lists_of_targets_as_rd_points():
     for kind, bad in (("bitrate", "100k,5x"), ("bpp", "0.1,-1"), ("quality", "20,99"), ("quality", "2.5")):
         with pytest.raises(ConfigError):
             parse_targets(kind, bad)
+
+
+def test_plan_printer_warns_on_long_cpu_encodes(capsys):
+    printer = cli._PlanPrinter(show=True, bar=False)
+    assert printer({"summary": "net", "steps": 10, "estimated_s": 7200.0, "device": "cpu"}) is None
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("nvc: plan: net") and "2.0 h" in err[0]
+    assert len(err) == 2 and "warning" in err[1] and "--time-limit" in err[1]
+    printer({"summary": "net", "steps": 10, "estimated_s": 600.0, "device": "cpu"})
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_time_limit_caps_the_steps():
+    from nvc_hinerv import codec
+
+    clip = _clip(64, 64, 8)
+    full = codec.configure(None, Target("bpp", 2.0), {}, clip)
+    assert codec.configure(None, Target("bpp", 2.0), {"time_limit": 1e6}, clip).train == full.train
+    capped = codec.configure(None, Target("bpp", 2.0), {"time_limit": 2.0}, clip)
+    assert capped.train.epochs < full.train.epochs
+    with pytest.raises(ConfigError, match="shorter than one training step"):
+        codec.configure(None, Target("bpp", 2.0), {"time_limit": 1e-6}, clip)

@@ -60,6 +60,25 @@ def run_one(clip: str, path: str, codec: str, rate: str, steps: int | None, work
     return row
 
 
+def checks(rows: list[dict]) -> str:
+    """Per clip and codec: targets within ±10 %, and whether PSNR rises with the achieved rate."""
+    out = []
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        if not r.get("rc"):
+            req = r["requested"]
+            kind = "quality" if req.startswith("q") else "default" if req == "default" else "bitrate"
+            groups.setdefault((r["clip"], r["codec"], kind), []).append(r)
+    for (clip, codec, kind), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["achieved_bps"])
+        within = sum(abs(r["error_pct"]) <= 10 for r in rs)
+        psnr = [r["psnr_rgb_db"] for r in rs]
+        mono = all(b >= a for a, b in zip(psnr, psnr[1:]))
+        out.append(f"- {clip} {codec} {kind}: {within}/{len(rs)} within ±10 %"
+                   + (f"; PSNR {'rises' if mono else 'does NOT rise'} with rate" if len(rs) > 1 else ""))
+    return "\n".join(out)
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| clip | codec | requested | achieved | error | bpp | PSNR RGB (dB) | encode s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -83,6 +102,7 @@ def main() -> int:
                     help="RATE: a bitrate (500k), qN for -crf N, or 'default' for no rate option")
     ap.add_argument("--steps", type=int, help="--steps for every encode (default: from the clip)")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[], help="more result files for --table")
     args = ap.parse_args()
     rows = _load(args.out)
     work = args.out.parent / "ratecontrol-streams"
@@ -101,7 +121,11 @@ def main() -> int:
             print(json.dumps({k: row.get(k) for k in ("clip", "codec", "requested", "achieved_bps", "error_pct",
                                                       "psnr_rgb_db", "encode_s", "rc", "error")}), flush=True)
     if args.table:
+        for extra in args.merge:
+            rows += _load(extra)
         print(table(rows))
+        print()
+        print(checks(rows))
     return 0
 
 

@@ -34,7 +34,7 @@ REFERENCE_PIXELS = 600_000
 SIZE_EXPONENT = 0.45
 BETA = 0.45
 LAMBDA_RANGE = (1e-6, 1.0)
-MAX_LATENT_BPP = 4.0  # latents saturate near 5 bpp (64x64x8 at λ 1e-6 coded 5.2 bpp in all): refuse above this
+MAX_LATENT_BPP = 3.0  # latents saturate (64x64x8: 5.2 bpp in all at λ 1e-6, 500k asked → -10 %): refuse above
 TOLERANCE = 0.07  # a first encode this close to its budget is kept
 MIN_STEPS = 20
 # default quality: like HiNeRV's, more bits per pixel for small clips

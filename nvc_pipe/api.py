@@ -65,6 +65,10 @@ def clip_for(plugin: VideoCodec, preset: str | None, target: Target | None, over
     """
     seg = min(segment_frames or frames, frames)
     clip = Clip(info.width, info.height, frames, info.fps, seg, 0, device.type)
+    raw_bpp = 3 * info.bit_depth
+    if target is not None and target.kind != "quality" and clip.bpp(target) > raw_bpp:
+        raise ConfigError(f"the target ({clip.bpp(target):.3g} bpp) is above the raw video's {raw_bpp} bpp "
+                          "(ask for a lower rate)")
     first = plugin.configure(preset, target, overrides, clip)
     n_aus = -(-frames // seg)
     seq = SequenceHeader(info.width, info.height, info.pix_fmt, info.color_range, info.colorspace, info.fps,

@@ -74,7 +74,7 @@ def _fails_before_training(capsys, argv, code=2):
     (["-crf", "60"], "0..51"),
     (["--bpp", "0"], "> 0"),
     (["--bpp", "0.001"], "below hinerv's smallest network"),
-    (["--bpp", "100000"], "above hinerv's largest network"),
+    (["-b:v", "30M"], "above the raw video's 24 bpp"),
     (["-c", "c3", "--bpp", "0.001"], "below c3's smallest stream"),
     (["-c", "c3", "--bpp", "20"], "above what c3 codes"),
     (["-c", "c3", "--lambda", "1e-3", "-b:v", "1M"], "--lambda or a rate target"),

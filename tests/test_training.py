@@ -115,11 +115,13 @@ def test_oom_restarts_the_stage_from_its_initial_weights(media):
             overfit.fit(w, stage="overfit", epochs=2, lr_at=lambda s, n: 1e-2, after_step=oom_after_two_steps)
         return stages[0].run(w)
 
-    run_stages([Stage("overfit", flaky, checkpoint=True)], work)
+    from nvc_hinerv.codec import codec
+
+    run_stages([Stage("overfit", flaky, checkpoint=True)], work, shrink=codec.shrink)
     direct, stages_b = _work(media, epochs=2, batch_size=1)
     run_stages(stages_b[:1], direct)
     assert calls == [2, 1]
-    assert work.report["warnings"] == ["overfit: out of GPU memory, batch 2 -> 1, stage restarted"]
+    assert work.report["warnings"] == ["overfit: out of GPU memory, stage restarted with a lighter configuration"]
     assert [h["epoch"] for h in work.report["history"]] == [1, 2]  # the failed attempt's history is gone
     assert work.report["history"] == direct.report["history"]
     for a, b in zip(work.model.state_dict().values(), direct.model.state_dict().values()):

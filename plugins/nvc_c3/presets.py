@@ -110,3 +110,23 @@ DEFAULT_PRESET = "c3-fast"
 def with_lambda(preset: Preset, rd_lambda: float) -> Preset:
     """The preset at another λ (patch size unchanged)."""
     return replace(preset, c3=replace(preset.c3, rd_lambda=rd_lambda))
+
+
+def total_steps(preset: Preset) -> int:
+    """Every optimisation step one encode of a patch may take: mask probe (learned context), stage 1, stage 2."""
+    mask = preset.c3.mask_steps if preset.model.context == "learned" else 0
+    return mask + preset.train.epochs + preset.c3.stage2_steps
+
+
+def with_steps(preset: Preset, steps: int) -> Preset:
+    """The preset with `steps` optimisation steps in total per patch, split in the preset's proportions."""
+    if steps < 2:
+        raise ValueError("a C3 encode needs at least 2 steps")
+    total = total_steps(preset)
+    mask = preset.c3.mask_steps if preset.model.context == "learned" else 0
+    new_mask = round(steps * mask / total)
+    new_stage2 = max(1, round(steps * preset.c3.stage2_steps / total))
+    new_stage1 = max(1, steps - new_mask - new_stage2)
+    new_stage2 = steps - new_mask - new_stage1
+    c3 = replace(preset.c3, stage2_steps=new_stage2, mask_steps=new_mask or preset.c3.mask_steps)
+    return replace(preset, train=replace(preset.train, epochs=new_stage1), c3=c3)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
@@ -121,9 +121,18 @@ def main(argv=None) -> int:
     image = args.image or bunny_frame(args.cache)
     anchor = not args.no_anchor and not args.image
     sets = _parse_sets(args.sets)
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        points = list(pool.map(run_point, [image] * len(lambdas), lambdas, [args.steps] * len(lambdas),
-                               [sets] * len(lambdas), [args.threads] * len(lambdas)))
+    points = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # each point reported (and saved) as it finishes
+        futures = [pool.submit(run_point, image, lam, args.steps, sets, args.threads) for lam in lambdas]
+        for fut in as_completed(futures):
+            p = fut.result()
+            points.append(p)
+            print(f"done: λ {p['lambda']:g}: {p['bpp']:.4f} bpp, {p['psnr']:.2f} dB, {p['bytes']} B, "
+                  f"{p['encode_s']:.0f} s", flush=True)
+            if args.json:
+                with open(args.json + ".partial", "w") as f:
+                    json.dump({"image": image, "steps": args.steps, "sets": args.sets, "points": points}, f, indent=2)
+    points.sort(key=lambda p: -p["lambda"])
     print(f"image {image}, {args.steps} steps, settings {args.sets or 'defaults'}")
     print(f"{'λ':>8} | {'ours bpp':>8} {'PSNR':>6} | {'CC5 bpp':>7} {'PSNR':>6} | {'bytes':>6} {'latent B':>8} "
           f"{'MAC/px':>7} {'s/step':>7}")

@@ -91,3 +91,27 @@ def test_bad_options_and_corrupt_payloads_fail_cleanly(coded, tmp_path):
     out = subprocess.run(NVC + ["image", "decode", str(path), "-o", str(tmp_path / "c.png")], capture_output=True,
                          text=True, env=ENV, timeout=300)
     assert out.returncode == 3 and len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "c.png").exists()
+
+
+def test_config_is_compact_and_strict():
+    from nvc_c3.image import read_config, write_config
+    from nvc_c3.presets import IMAGE_PRESET, PRESETS
+    from nvc_pipe.bitstream.fields import ByteReader, ByteWriter
+
+    for preset in (IMAGE_PRESET, *PRESETS.values()):
+        w = ByteWriter()
+        write_config(preset.model, w)
+        assert read_config(ByteReader(w.getvalue())) == preset.model
+    w = ByteWriter()
+    write_config(IMAGE_PRESET.model, w)
+    data = w.getvalue()
+    assert len(data) < 40  # the sequence header's JSON of the same config is ~290 bytes
+    for i in range(len(data)):  # every truncation, and any byte set to 0xff, is rejected or still a valid config
+        with pytest.raises(BitstreamError):
+            read_config(ByteReader(data[:i]))
+        bad = bytearray(data)
+        bad[i] = 0xFF
+        try:
+            read_config(ByteReader(bytes(bad)))
+        except BitstreamError:
+            pass

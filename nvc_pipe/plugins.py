@@ -26,7 +26,7 @@ DISTRIBUTION = "nvc-pipe"
 # pyproject.toml's entry points, for a tree without installed metadata (tests/test_plugins.py keeps them equal).
 IN_TREE = {
     GROUP: {"hinerv": "nvc_hinerv:codec", "c3": "nvc_c3:codec"},
-    IMAGE_GROUP: {"balle": "nvc_balle:codec", "evc": "nvc_evc:codec"},
+    IMAGE_GROUP: {"balle": "nvc_balle:codec", "evc": "nvc_evc:codec", "c3": "nvc_c3.image:codec"},
 }
 
 

@@ -23,7 +23,7 @@ def test_in_tree_table_is_pyprojects_entry_points():
 def test_installed_metadata_lists_every_codec():
     assert plugins.metadata_installed()  # the test environment is a pip install of the tree
     assert plugins.available_codecs() == ["c3", "hinerv"]
-    assert plugins.available_image_codecs() == ["balle", "evc"]
+    assert plugins.available_image_codecs() == ["balle", "c3", "evc"]
 
 
 def _bare_tree(tmp_path):
@@ -77,7 +77,7 @@ def test_codecs_found_from_pythonpath_alone(tmp_path, media):
     got = json.loads(probe.stdout)
     # the no-metadata path really ran: no nvc-pipe distribution and no entry points visible in that process
     assert got["installed"] is False and got["entry_points"] == []
-    assert got["codecs"] == ["c3", "hinerv"] and got["image_codecs"] == ["balle", "evc"]
+    assert got["codecs"] == ["c3", "hinerv"] and got["image_codecs"] == ["balle", "c3", "evc"]
     assert got["hinerv_module"] == "nvc_hinerv.codec"
     assert got["unknown"] == "unknown codec 'nope' (installed: c3, hinerv)"
     out = tmp_path / "t.mkv"

@@ -53,8 +53,12 @@ def add_parsers(sub) -> None:
                           description="Encode the first picture of any file FFmpeg reads into a .nvc image file.")
     enc.add_argument("input", help="input image (PNG, JPEG, BMP, ...)")
     enc.add_argument("-o", "--output", required=True, help="output .nvc image file")
-    enc.add_argument("-c", "--codec", default="balle", help="image codec plugin: balle or evc (default: balle)")
-    enc.add_argument("--quality", type=_quality, help="quality level (balle: 1..4, default 3)")
+    enc.add_argument("-c", "--codec", default="balle", help="image codec plugin: balle, evc or c3 (default: balle)")
+    enc.add_argument("--quality", type=_quality, help="quality level (balle: 1..4, default 3; c3: 1..4, default 2)")
+    enc.add_argument("--lambda", dest="rd_lambda", type=_lambda, metavar="L",
+                     help="c3 only: rate-distortion weight, loss MSE (RGB in [0, 1]) + λ·bpp (overrides the "
+                          "quality's λ)")
+    enc.add_argument("--steps", type=_positive, help="c3 only: optimisation steps in total (default 2000)")
     enc.add_argument("--json", action="store_true", help="print the report as JSON")
     enc.add_argument("-y", "--overwrite", action="store_true", help="overwrite the output if it exists")
     enc.set_defaults(handler=_cmd_image_encode)
@@ -99,7 +103,8 @@ def _cmd_image_encode(args) -> int:
     from .image import encode_image_file
 
     _check_output(args.output, args.overwrite, [args.input])
-    r = encode_image_file(args.input, args.output, args.codec, args.quality)
+    r = encode_image_file(args.input, args.output, args.codec, args.quality, rd_lambda=args.rd_lambda,
+                          steps=args.steps)
     if args.json:
         print(json.dumps(r, indent=2))
     else:

@@ -132,11 +132,20 @@ def _write_bytes(path: str, data: bytes) -> None:
             f.write(data)
 
 
-def encode_rgb(rgb: np.ndarray, codec: str, quality: int | None = None) -> bytes:
-    """The bytes of an image file coding `rgb` (H, W, 3) uint8 with image codec `codec`."""
+def encode_rgb(rgb: np.ndarray, codec: str, quality: int | None = None, **options) -> bytes:
+    """The bytes of an image file coding `rgb` (H, W, 3) uint8 with image codec `codec`; `options` (None values
+    ignored) go to the plugin's `encode` as keywords (C3: rd_lambda, steps) — ConfigError if it takes none of them."""
+    import inspect
+
     from ..plugins import load_image_codec
 
     plugin = load_image_codec(codec)
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(plugin.encode).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        flags = ", ".join("--" + k.replace("rd_", "") for k in unknown)
+        raise ConfigError(f"image codec {codec!r} does not take {flags}")
     quality = plugin.default_quality if quality is None else quality
     if quality not in plugin.qualities:
         raise ConfigError(f"quality {quality} not available for {codec} (choose from "
@@ -145,7 +154,7 @@ def encode_rgb(rgb: np.ndarray, codec: str, quality: int | None = None) -> bytes
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise InputError("an image must be (H, W, 3) uint8 RGB")
     check_size_input(w, h)
-    return pack_image(ImageHeader(plugin.name, quality, w, h), plugin.encode(rgb, quality))
+    return pack_image(ImageHeader(plugin.name, quality, w, h), plugin.encode(rgb, quality, **options))
 
 
 def check_size_input(width: int, height: int) -> None:
@@ -171,10 +180,10 @@ def decode_bytes(data: bytes, device: str = "auto") -> tuple[ImageHeader, np.nda
     return header, rgb
 
 
-def encode_image_file(src: str, dst: str, codec: str, quality: int | None = None) -> dict:
+def encode_image_file(src: str, dst: str, codec: str, quality: int | None = None, **options) -> dict:
     start = time.time()
     rgb = read_rgb(src)
-    data = encode_rgb(rgb, codec, quality)
+    data = encode_rgb(rgb, codec, quality, **options)
     _write_bytes(dst, data)
     header, _ = parse_image(data)
     h, w = rgb.shape[:2]

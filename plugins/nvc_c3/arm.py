@@ -150,29 +150,51 @@ def scale_from_raw(raw: torch.Tensor) -> torch.Tensor:
 
 
 class Arm(nn.Module):
-    """Float ARM over one context: MLP (C → widths → 2) with gelu_poly; outputs (μ, raw log-scale)."""
+    """Float ARM over one context: MLP (C → widths → 2) with gelu_poly; outputs (μ, raw log-scale).
 
-    def __init__(self, offsets: Offsets, widths: tuple[int, ...]):
+    `residual`: a hidden layer whose input and output widths match adds its input (h + W·act(h) + b, Cool-Chic's
+    residual ARM layers, zero-initialised); `linear`: a linear branch from the context straight to (μ, raw),
+    added to the MLP's output (Cool-Chic's "stabiliser"); `activation`: gelu_poly or ReLU (Cool-Chic's).
+    """
+
+    def __init__(self, offsets: Offsets, widths: tuple[int, ...], residual: bool = False, linear: bool = False,
+                 activation: str = "gelu"):
         super().__init__()
         check_causal(offsets)
         self.offsets = tuple(offsets)
+        self.residual = residual
+        self.act = gelu_poly if activation == "gelu" else F.relu
+        self._taps: dict = {}  # (offset columns, device) → (column index, kernel tap index) tensors
         dims = (len(offsets), *widths, 2)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.linear = nn.Linear(len(offsets), 2) if linear else None
         with torch.no_grad():  # C3's "linear-like" init of the masked layer: σ = 1/√(#unmasked)
             self.layers[0].weight.normal_(0.0, len(offsets) ** -0.5)
             self.layers[0].bias.zero_()
+            for layer in self.layers[1:-1]:
+                if residual and layer.in_features == layer.out_features:
+                    layer.weight.zero_()
+                    layer.bias.zero_()
+            if self.linear is not None:
+                self.linear.weight.normal_(0.0, 0.25 * len(offsets) ** -0.5)
+                self.linear.bias.zero_()
 
-    def _tail(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for layer in self.layers[1:]:
-            h = layer(gelu_poly(h))
+    def _tail(self, h: torch.Tensor, lin: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers[1:], 1):
+            v = layer(self.act(h))
+            h = h + v if self.residual and i < last and layer.in_features == layer.out_features else v
+        if lin is not None:
+            h = h + lin
         return h[..., 0], h[..., 1]
 
     def forward_contexts(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C) contexts → μ (N,), raw (N,)."""
-        return self._tail(self.layers[0](ctx))
+        return self._tail(self.layers[0](ctx), self.linear(ctx) if self.linear is not None else None)
 
     def forward_grid(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, H, W) symbols → μ, raw of every position; the first layer as masked 3-D convolutions.
+        """(T, H, W) symbols → μ, raw of every position; the first layer (and the linear branch, stacked on it)
+        as masked convolutions.
 
         One convolution over the offsets' bounding box, or one per latent-frame offset when that box would be
         mostly empty (a learned window far from the current-frame window).
@@ -183,19 +205,33 @@ class Arm(nn.Module):
         groups = [list(range(len(self.offsets)))]
         if _box_volume([self.offsets[i] for i in groups[0]]) > 4 * len(self.offsets):
             groups = [[i for i, o in enumerate(self.offsets) if o[0] == dt] for dt in (-1, 0)]
-        out = self.layers[0].bias.view(-1, 1, 1, 1)
+        weight, bias = self.layers[0].weight, self.layers[0].bias
+        if self.linear is not None:
+            weight, bias = torch.cat([weight, self.linear.weight]), torch.cat([bias, self.linear.bias])
+        out = bias.view(-1, 1, 1, 1)
         for cols in filter(None, groups):
-            out = out + self._masked_conv(x, cols, t, h, w, pad)
-        return self._tail(out.permute(1, 2, 3, 0))
+            out = out + self._masked_conv(x, weight, cols, t, h, w, pad)
+        out = out.permute(1, 2, 3, 0)
+        if self.linear is None:
+            return self._tail(out, None)
+        return self._tail(out[..., :-2], out[..., -2:])
 
-    def _masked_conv(self, x: torch.Tensor, cols: list[int], t: int, h: int, w: int, pad: int) -> torch.Tensor:
+    def _masked_conv(self, x: torch.Tensor, weight: torch.Tensor, cols: list[int], t: int, h: int, w: int,
+                     pad: int) -> torch.Tensor:
         """Σ over offsets `cols` of weight · symbol at that offset, for every position: (w1, T, H, W)."""
         offs = [self.offsets[i] for i in cols]
         (t0, y0, x0), (kt, kh, kw) = _box(offs)
-        place = torch.zeros(len(cols), kt * kh * kw, device=x.device, dtype=x.dtype)
-        taps = [((dt - t0) * kh + dy - y0) * kw + dx - x0 for dt, dy, dx in offs]
-        place[torch.arange(len(cols), device=x.device), torch.tensor(taps, device=x.device)] = 1
-        kernel = (self.layers[0].weight[:, cols] @ place).view(-1, 1, kt, kh, kw)
+        key = (tuple(cols), x.device)
+        if key not in self._taps:  # built once per group and device: no host-to-device copy per step
+            taps = [((dt - t0) * kh + dy - y0) * kw + dx - x0 for dt, dy, dx in offs]
+            self._taps[key] = (torch.tensor(cols, device=x.device), torch.tensor(taps, device=x.device))
+        cols_t, taps_t = self._taps[key]
+        kernel = weight.new_zeros(weight.shape[0], kt * kh * kw).index_copy(1, taps_t, weight.index_select(1, cols_t))
+        kernel = kernel.view(-1, 1, kt, kh, kw)
+        if kt == 1:  # one latent frame per offset: a 2-D convolution per frame (much faster on CPU than 3-D)
+            frames = x[0, :, 1 + t0 : 1 + t0 + t].transpose(0, 1)  # (t, 1, Hp, Wp)
+            y = F.conv2d(frames, kernel[:, :, 0]).transpose(0, 1)  # (w1, t, H', W')
+            return y[:, :, y0 + pad : y0 + pad + h, x0 + pad : x0 + pad + w]
         y = F.conv3d(x, kernel)[0]  # output (t', y', x') reads padded input from (t', y', x') on
         return y[:, 1 + t0 : 1 + t0 + t, y0 + pad : y0 + pad + h, x0 + pad : x0 + pad + w]
 
@@ -236,21 +272,42 @@ def int_gelu(x: np.ndarray) -> np.ndarray:
     return _rshift_round(x * (65536 + erf), 17)
 
 
-def int_arm_forward(layers: list[IntLayer], ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class IntArm:
+    """An integer ARM: its MLP layers, whether square hidden layers are residual, and its linear branch."""
+
+    layers: list[IntLayer]
+    residual: bool = False
+    linear: IntLayer | None = None
+    activation: str = "gelu"  # or "relu"
+
+
+def _int_affine(a: np.ndarray, layer: IntLayer) -> np.ndarray:
+    """a (Q8) · wᵀ + b, requantized to Q8 (rounding shift of w_exp bits)."""
+    acc = a @ layer.weight.T + _rshift_round(layer.bias, layer.b_exp - ACT_FRAC - layer.w_exp)
+    return _rshift_round(acc, layer.w_exp)
+
+
+def int_arm_forward(net: "IntArm | list[IntLayer]", ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, C) integer symbols → (μ, raw) int64 in 2^−8 units.
 
     numpy int64 on the CPU, wherever the rest of the codec runs: integer arithmetic with no overflow (bounds in
-    the module doc), so every machine computes the same integers; rows are independent, so batching never
-    changes a result.
+    the module doc; a residual sum is clamped like any activation), so every machine computes the same integers;
+    rows are independent, so batching never changes a result.
     """
-    a = np.asarray(ctx, dtype=np.int64) * (1 << ACT_FRAC)
+    if not isinstance(net, IntArm):
+        net = IntArm(list(net))
+    layers = net.layers
+    x = np.asarray(ctx, dtype=np.int64) * (1 << ACT_FRAC)
+    a = x
+    last = len(layers) - 1
     for i, layer in enumerate(layers):
-        if i:
-            a = int_gelu(a)
-        acc = a @ layer.weight.T + _rshift_round(layer.bias, layer.b_exp - ACT_FRAC - layer.w_exp)
-        a = _rshift_round(acc, layer.w_exp)
-        if i < len(layers) - 1:
+        v = _int_affine((int_gelu(a) if net.activation == "gelu" else np.maximum(a, 0)) if i else a, layer)
+        a = a + v if net.residual and 0 < i < last and layer.weight.shape[0] == layer.weight.shape[1] else v
+        if i < last:
             a = np.minimum(np.maximum(a, -ACT_MAX), ACT_MAX)
+    if net.linear is not None:
+        a = a + _int_affine(x, net.linear)
     return a[:, 0], a[:, 1]
 
 
@@ -269,6 +326,6 @@ def coder_params(mu_q8: np.ndarray, raw_q8: np.ndarray) -> tuple[np.ndarray, np.
     return mu.astype(np.float64) / float(1 << ACT_FRAC), scale_table()[idx]
 
 
-def arm_macs(context_size: int, widths: tuple[int, ...]) -> int:
+def arm_macs(context_size: int, widths: tuple[int, ...], linear: bool = False) -> int:
     dims = (context_size, *widths, 2)
-    return sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    return sum(a * b for a, b in zip(dims[:-1], dims[1:])) + (2 * context_size if linear else 0)

@@ -5,10 +5,12 @@
             ─▶ entropy (tensor records + one range-coded latent block + per-patch latent CRCs) ─▶ AU payload
     AU payload ─▶ records ─▶ integer ARM + wavefront latent decoding (CRC-checked) ─▶ synthesis ─▶ frames
 
-The sequence header carries `C3Config` (architecture, q_step, patch size); a segment is split into patches by
-`model.patch_boxes`, so a decoder needs nothing else. The shared prune/QAT stages do not apply (C3 has neither) and
-the shared quantize/entropy stages code one network with fixed 6-bit steps; C3 reuses their tensor records and
-categorical coder but needs power-of-two steps and a latent block, hence its own two stages.
+`fit_segment` / `quantize_segment` / `encode_frames` do the same on a bare frame tensor (the image codec, image.py,
+codes a picture as a one-frame segment with them). The sequence header carries `C3Config` (architecture, q_step,
+patch size); a segment is split into patches by `model.patch_boxes`, so a decoder needs nothing else. The shared
+prune/QAT stages do not apply (C3 has neither) and the shared quantize/entropy stages code one network with fixed
+6-bit steps; C3 reuses their tensor records and categorical coder but needs power-of-two steps and a latent block,
+hence its own two stages.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .model import C3Config, PatchModel, grid_shapes, macs_per_pixel, patch_boxe
 from .netquant import PatchCode, load_network, quantize_patch, render_patch
 from .payload import decode_patch_latents, read_payload, write_payload
 from .presets import DEFAULT_PRESET, PRESETS, Preset
-from .train import init_model, learn_windows, train_patch
+from .train import learn_windows, train_patch
 
 Box = tuple[int, int, int, int, int, int]
 
@@ -49,9 +51,9 @@ class SegmentModel(nn.Module):
         self.codes: list[PatchCode] = []
 
 
-def _target(work: Work, box: Box) -> torch.Tensor:
+def _target(frames: torch.Tensor, max_value: int, box: Box) -> torch.Tensor:
     t0, y0, x0, pt, ph, pw = box
-    return work.data.frames[t0 : t0 + pt, y0 : y0 + ph, x0 : x0 + pw].float() / work.data.max_value
+    return frames[t0 : t0 + pt, y0 : y0 + ph, x0 : x0 + pw].float() / max_value
 
 
 def assemble_frames(boxes: list[Box], height: int, width: int, render: Callable[[int, Box], torch.Tensor],
@@ -79,29 +81,48 @@ def latents_sha256(grids: list[torch.Tensor]) -> str:
     return hashlib.sha256(b"".join(g.to(torch.int16).cpu().numpy().astype("<i2").tobytes() for g in grids)).hexdigest()
 
 
-def _overfit(work: Work) -> Work:
-    preset: Preset = work.config
-    cfg, data = preset.model, work.data
-    boxes = patch_boxes(cfg, data.num_frames, data.height, data.width)
+def fit_segment(frames: torch.Tensor, max_value: int, preset: Preset, progress: bool = False,
+                label: str = "seg 0") -> tuple[SegmentModel, dict]:
+    """Train every patch of `frames` (T, H, W, 3) integer samples on their device: the models and a summary."""
+    cfg = preset.model
+    boxes = patch_boxes(cfg, *frames.shape[:3])
     models, summary = [], []
     for i, box in enumerate(boxes):
-        target, shape, seed = _target(work, box), box[3:], preset.train.seed + i
-        windows = (learn_windows(cfg, shape, target, preset, seed, work.progress)
+        target, shape, seed = _target(frames, max_value, box), box[3:], preset.train.seed + i
+        windows = (learn_windows(cfg, shape, target, preset, seed, progress)
                    if cfg.context == "learned" else None)
-        torch.manual_seed(seed)
-        model = init_model(PatchModel(cfg, shape, windows).to(work.device), target, preset)
-        history = train_patch(model, target, preset, seed, f"seg {work.segment.index} patch {i + 1}/{len(boxes)}",
-                              work.progress)
+        model, history = train_patch(cfg, shape, windows, target, preset, seed,
+                                     f"{label} patch {i + 1}/{len(boxes)}", progress)
         models.append(model)
         summary.append({"box": list(box), "windows": [list(w) for w in model.windows], "final": history[-1]})
-    work.model = SegmentModel(models, boxes)
-    work.report["c3"] = {"patches": summary}
+    return SegmentModel(models, boxes), {"patches": summary}
+
+
+def quantize_segment(seg: SegmentModel, frames: torch.Tensor, max_value: int, preset: Preset) -> None:
+    """Quantize every patch (sets `seg.codes`)."""
+    seg.codes = [quantize_patch(m, _target(frames, max_value, box), preset) for m, box in zip(seg.patches, seg.boxes)]
+
+
+def encode_frames(frames: torch.Tensor, max_value: int, preset: Preset, progress: bool = False,
+                  label: str = "seg 0") -> tuple[bytes, dict]:
+    """The whole C3 encode of one segment (or one image, T = 1): payload and report (`decode_segment` reads it)."""
+    seg, report = fit_segment(frames, max_value, preset, progress, label)
+    quantize_segment(seg, frames, max_value, preset)
+    payload, stats = write_payload(seg.codes, [m.windows for m in seg.patches])
+    report.update(stats)
+    report["macs_per_pixel"] = round(macs_per_pixel(preset.model, seg.boxes), 1)
+    return payload, report
+
+
+def _overfit(work: Work) -> Work:
+    work.model, work.report["c3"] = fit_segment(work.data.frames, work.data.max_value, work.config, work.progress,
+                                                f"seg {work.segment.index}")
     return work
 
 
 def _quantize(work: Work) -> Work:
     seg: SegmentModel = work.model
-    seg.codes = [quantize_patch(m, _target(work, box), work.config) for m, box in zip(seg.patches, seg.boxes)]
+    quantize_segment(seg, work.data.frames, work.data.max_value, work.config)
     work.records = [dataclasses.replace(r, name=f"patch{i}.{r.name}") for i, c in enumerate(seg.codes)
                     for r in c.records]
     for entry, code in zip(work.report["c3"]["patches"], seg.codes):
@@ -144,7 +165,7 @@ def _entropy(work: Work) -> Work:
 
 class C3Codec:
     name = "c3"
-    payload_version = 1
+    payload_version = 2
     presets = PRESETS
     default_preset = DEFAULT_PRESET
 

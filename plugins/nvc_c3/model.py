@@ -1,17 +1,20 @@
-"""C3 decoder architecture: config, patch layout, latent grids, trilinear upsampling, synthesis, MACs.
+"""C3 decoder architecture: config, patch layout, latent grids, upsampling, synthesis, ARM contexts, MACs.
 
 One C3 model per spatio-temporal patch (C3, Kim et al. CVPR 2024; §1 of the reference notes):
 
     K latent grids  g_k: ⌈T/2^k⌉ × ⌈H/2^k⌉ × ⌈W/2^k⌉ (one channel each, zero-initialised)
       symbols       ŷ_k = Q(2^k · g_k / q_step)          (fixed gain 2^k; Q = proxy in training, round at coding)
-      upsample      ŷ_k · q_step → T × H × W, trilinear, half-pixel centres (no parameters)
-      synthesis     per-pixel MLP (K → widths → 3, GELU) → x + conv(x) → x + conv(GELU(x)) (3×3 per frame or
-                    3×3×3, replicate padding, zero-initialised) → clip to [0, 1]
-    ARM per grid (or one shared) over the symbols: see arm.py.
+      upsample      ŷ_k · q_step → T × H × W, trilinear, half-pixel centres (no parameters), or `learned`:
+                    hierarchical ×2 steps with a symmetric 8-tap separable filter per level (bicubic init)
+      synthesis     per-pixel MLP (K → widths → 3, GELU or ReLU) → x + conv(x) → x + conv(act(x)) (3×3 per
+                    frame or 3×3×3, replicate padding, zero-initialised) → clip to [0, 1]
+    ARM per grid (or one shared) over the symbols: see arm.py. A grid with one latent frame gets no
+    previous-frame context; `context_size` keeps the N nearest offsets per latent frame.
 
 `C3Config` is exactly what a decoder needs (sequence-header JSON; `from_dict` is strict). Patches tile a segment
 on a grid of ⌈T/pt⌉ × ⌈H/ph⌉ × ⌈W/pw⌉ and each axis is split into near-equal parts (sizes differ by at most one),
-so edge patches are never slivers; a short segment or a small video simply gives smaller patches.
+so edge patches are never slivers; a short segment or a small video simply gives smaller patches; a patch size
+of 0 is the whole axis (one patch over a small frame).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 from .arm import LEARNED_GRIDS, Arm, Offsets, arm_macs, full_context, learned_context
 
 CONTEXTS = ("full", "learned")
+UPSAMPLINGS = ("trilinear", "learned")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,11 @@ class C3Config:
     arm_widths: tuple[int, ...] = (2, 2)
     arm_per_grid: bool = True  # one ARM per grid ("cond") or one shared by all ("no_cond")
     context: str = "full"  # "full" (1,4,4) mask or "learned" previous-frame window
+    context_size: int = 0  # > 0: only the N nearest offsets of the context per latent frame (Cool-Chic's arm=N)
+    arm_residual: bool = False  # square hidden ARM layers add their input (Cool-Chic)
+    arm_linear: bool = False  # a linear context → (μ, raw) branch added to the ARM output (Cool-Chic)
+    activation: str = "gelu"  # of the ARM (gelu_poly) and the synthesis (GELU), or "relu" (Cool-Chic's)
+    upsampling: str = "trilinear"  # or "learned": ×2 steps, separable symmetric 8-tap filters per level (bicubic init)
     patch_frames: int = 30
     patch_height: int = 180
     patch_width: int = 240
@@ -52,10 +61,16 @@ class C3Config:
             raise ValueError("layer widths must be in 1..512")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}")
+        if self.activation not in ("gelu", "relu"):
+            raise ValueError("activation must be gelu or relu")
+        if self.upsampling not in UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {UPSAMPLINGS}")
+        if not 0 <= self.context_size <= 64:
+            raise ValueError("context_size must be in 0..64")
         if self.context == "learned" and not self.arm_per_grid:
             raise ValueError("the learned context needs per-grid ARMs (grids differ in context)")
-        if any(not 1 <= v <= 65536 for v in (self.patch_frames, self.patch_height, self.patch_width)):
-            raise ValueError("patch sizes must be in 1..65536")
+        if any(not 0 <= v <= 65536 for v in (self.patch_frames, self.patch_height, self.patch_width)):
+            raise ValueError("patch sizes must be in 0..65536 (0: the whole axis)")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -98,8 +113,8 @@ def _is_int(v) -> bool:
 
 # ---------------------------------------------------------------------------------------------- layout
 def _split(n: int, target: int) -> list[tuple[int, int]]:
-    """(start, size) of ⌈n/target⌉ near-equal parts of n."""
-    parts = -(-n // target)
+    """(start, size) of ⌈n/target⌉ near-equal parts of n (target 0: one part)."""
+    parts = -(-n // target) if target else 1
     base, extra = divmod(n, parts)
     out, start = [], 0
     for i in range(parts):
@@ -122,11 +137,29 @@ def grid_shapes(shape: tuple[int, int, int], num_grids: int) -> list[tuple[int, 
     return [(-(-t // 2**k), -(-h // 2**k), -(-w // 2**k)) for k in range(num_grids)]
 
 
-def grid_contexts(cfg: C3Config, windows: list[tuple[int, int]] | None) -> list[Offsets]:
-    """Context offsets of each grid (`windows`: learned previous-frame window per grid < LEARNED_GRIDS)."""
+def grid_contexts(cfg: C3Config, windows: list[tuple[int, int]] | None,
+                  shape: tuple[int, int, int]) -> list[Offsets]:
+    """Context offsets of each grid of a patch of `shape` (`windows`: learned previous-frame window per grid <
+    LEARNED_GRIDS). A grid with one latent frame has no previous-frame offsets (they would read only zeros and
+    never get a gradient); a shared ARM keeps them unless the whole patch is one frame."""
+    frames = [s[0] for s in grid_shapes(shape, cfg.num_grids)]
+    single = [f == 1 for f in frames] if cfg.arm_per_grid else [shape[0] == 1] * cfg.num_grids
     if cfg.context == "full":
-        return [full_context()] * cfg.num_grids
-    return [learned_context(windows[k] if k < LEARNED_GRIDS else None) for k in range(cfg.num_grids)]
+        out = [tuple(o for o in full_context() if o[0] == 0) if one else full_context() for one in single]
+    else:
+        out = [learned_context(windows[k] if k < LEARNED_GRIDS and not single[k] else None)
+               for k in range(cfg.num_grids)]
+    return [nearest_current(o, cfg.context_size) for o in out] if cfg.context_size else out
+
+
+def nearest_current(offsets: Offsets, n: int) -> Offsets:
+    """`offsets` with only the n offsets nearest the centre in each latent frame (current frame: distance to the
+    position decoded, previous frame: to the co-located one; ties in raster order), in raster (t, y, x) order."""
+    keep = set()
+    for dt in (-1, 0):
+        frame = sorted((o for o in offsets if o[0] == dt), key=lambda o: (o[1] ** 2 + o[2] ** 2, o[1], o[2]))
+        keep.update(frame[:n])
+    return tuple(o for o in offsets if o in keep)
 
 
 def num_windows(cfg: C3Config) -> int:
@@ -141,11 +174,51 @@ def upsample(grid: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     return F.interpolate(grid[None, None], size=size, mode="trilinear", align_corners=False)[0, 0]
 
 
+def _bicubic(d: float, a: float = -0.75) -> float:
+    d = abs(d)
+    return (a + 2) * d**3 - (a + 3) * d**2 + 1 if d <= 1 else a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+
+
+BICUBIC_HALF = (_bicubic(1.75), _bicubic(1.25), _bicubic(0.75), _bicubic(0.25))  # outer → inner taps
+
+
+class LearnedUpsampling(nn.Module):
+    """Hierarchical ×2 upsampling (Cool-Chic's idea, our own code): from the coarsest grid up, the stack of grids
+    so far is upsampled ×2 in y and x by a separable, symmetric 8-tap transposed filter of that level (4 free
+    taps, initialised to bicubic, replicate padding, half-pixel centres), linearly ×2 in t, cropped to the next
+    finer grid's size and joined by it. Output: every grid at full size, (T, H, W, K)."""
+
+    def __init__(self, num_grids: int):
+        super().__init__()
+        self.taps = nn.Parameter(torch.tensor([BICUBIC_HALF] * max(num_grids - 1, 0), dtype=torch.float32))
+
+    def _up(self, x: torch.Tensor, level: int, size: tuple[int, int, int]) -> torch.Tensor:
+        """x: (C, T, H, W) → (C, T', H', W') with T', H', W' = `size` (≤ 2× each)."""
+        c, t, h, w = x.shape
+        k = torch.cat([self.taps[level], self.taps[level].flip(0)]).view(1, 1, 8)
+        v = x.reshape(c * t, 1, h, w)
+        rows = F.pad(v, (0, 0, 2, 2), mode="replicate").permute(0, 3, 1, 2).reshape(-1, 1, h + 4)
+        rows = F.conv_transpose1d(rows, k, stride=2)[..., 7 : 7 + size[1]]
+        v = rows.reshape(c * t, w, size[1]).transpose(1, 2).reshape(-1, 1, w)
+        cols = F.conv_transpose1d(F.pad(v, (2, 2), mode="replicate"), k, stride=2)[..., 7 : 7 + size[2]]
+        v = cols.reshape(c, t, size[1], size[2])
+        if size[0] != t:
+            v = F.interpolate(v[None], size=size, mode="trilinear", align_corners=False)[0]
+        return v
+
+    def forward(self, grids: list[torch.Tensor]) -> torch.Tensor:
+        x = grids[-1][None]
+        for level in range(len(grids) - 1, 0, -1):
+            x = torch.cat([self._up(x, level - 1, tuple(grids[level - 1].shape)), grids[level - 1][None]])
+        return x.flip(0).permute(1, 2, 3, 0)  # channel k = grid k
+
+
 class Synthesis(nn.Module):
     """Per-pixel MLP (GELU) + two zero-initialised residual 3-channel convs."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...], per_frame_conv: bool):
+    def __init__(self, in_channels: int, widths: tuple[int, ...], per_frame_conv: bool, activation: str = "gelu"):
         super().__init__()
+        self.act = F.gelu if activation == "gelu" else F.relu
         dims = (in_channels, *widths, 3)
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.per_frame_conv = per_frame_conv
@@ -169,10 +242,10 @@ class Synthesis(nn.Module):
         for i, layer in enumerate(self.mlp):
             h = layer(h)
             if i < len(self.mlp) - 1:
-                h = F.gelu(h)
+                h = self.act(h)
         x = h.permute(0, 3, 1, 2)
         x = x + self._conv(0, x)
-        x = x + self._conv(1, F.gelu(x))
+        x = x + self._conv(1, self.act(x))
         return x.permute(0, 2, 3, 1)
 
 
@@ -186,10 +259,12 @@ class PatchModel(nn.Module):
         self.cfg, self.shape = cfg, tuple(shape)
         self.windows = list(windows) if windows is not None else [(0, 0)] * num_windows(cfg)
         self.latents = nn.ParameterList(nn.Parameter(torch.zeros(s)) for s in grid_shapes(self.shape, cfg.num_grids))
-        self.synthesis = Synthesis(cfg.num_grids, cfg.synthesis_widths, cfg.per_frame_conv)
-        contexts = contexts or grid_contexts(cfg, self.windows)
+        self.synthesis = Synthesis(cfg.num_grids, cfg.synthesis_widths, cfg.per_frame_conv, cfg.activation)
+        self.upsampling = LearnedUpsampling(cfg.num_grids) if cfg.upsampling == "learned" else None
+        contexts = contexts or grid_contexts(cfg, self.windows, self.shape)
         n_arms = cfg.num_grids if cfg.arm_per_grid else 1
-        self.arms = nn.ModuleList(Arm(contexts[k], cfg.arm_widths) for k in range(n_arms))
+        self.arms = nn.ModuleList(Arm(contexts[k], cfg.arm_widths, cfg.arm_residual, cfg.arm_linear, cfg.activation)
+                                  for k in range(n_arms))
 
     def arm(self, k: int) -> Arm:
         return self.arms[k if self.cfg.arm_per_grid else 0]
@@ -200,8 +275,13 @@ class PatchModel(nn.Module):
 
     def render(self, symbols: list[torch.Tensor]) -> torch.Tensor:
         """Symbols per grid (float) → (T, H, W, 3) reconstruction, not clipped."""
-        feats = torch.stack([upsample(s * self.cfg.q_step, self.shape) for s in symbols], dim=-1)
-        return self.synthesis(feats)
+        return self.synthesis(self.features(symbols))
+
+    def features(self, symbols: list[torch.Tensor]) -> torch.Tensor:
+        """Symbols per grid → the synthesis input (T, H, W, K): every grid upsampled to the patch."""
+        if self.upsampling is not None:
+            return self.upsampling([s * self.cfg.q_step for s in symbols])
+        return torch.stack([upsample(s * self.cfg.q_step, self.shape) for s in symbols], dim=-1)
 
     def network_parameters(self) -> dict[str, nn.Parameter]:
         """Everything but the latents: what travels as tensor records."""
@@ -209,18 +289,29 @@ class PatchModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- cost
+def _upsampling_macs(cfg: C3Config, shape: tuple[int, int, int]) -> int:
+    """Trilinear: 16 MACs per upsampled grid and pixel (C3's count); learned: 8 MACs per output sample and
+    channel of each ×2 level (4 taps per axis, separable) plus 2 for its temporal ×2."""
+    n = math.prod(shape)
+    if cfg.upsampling == "trilinear":
+        return 16 * (cfg.num_grids - 1) * n
+    shapes = grid_shapes(shape, cfg.num_grids)
+    return sum((cfg.num_grids - lv) * math.prod(shapes[lv - 1]) * (8 + 2 * (shapes[lv][0] != shapes[lv - 1][0]))
+               for lv in range(1, cfg.num_grids))
+
+
 def macs_per_pixel(cfg: C3Config, boxes: list[tuple[int, ...]]) -> float:
     """Decoder MACs per pixel with C3's own counting (utils/macs.py): ARM per latent, MLP, residual convs, and
     16 MACs per upsampled grid; averaged over the patches by pixel count."""
     total = pixels = 0
     for *_, pt, ph, pw in boxes:
         n = pt * ph * pw
-        contexts = grid_contexts(cfg, [(0, 0)] * num_windows(cfg))
-        arm = sum(math.prod(s) * arm_macs(len(contexts[k]), cfg.arm_widths)
+        contexts = grid_contexts(cfg, [(0, 0)] * num_windows(cfg), (pt, ph, pw))
+        arm = sum(math.prod(s) * arm_macs(len(contexts[k]), cfg.arm_widths, cfg.arm_linear)
                   for k, s in enumerate(grid_shapes((pt, ph, pw), cfg.num_grids)))
         dims = (cfg.num_grids, *cfg.synthesis_widths, 3)
         mlp = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
         res = 2 * (81 if cfg.per_frame_conv else 243)
-        total += arm + n * (mlp + res + 16 * (cfg.num_grids - 1))
+        total += arm + n * (mlp + res) + _upsampling_macs(cfg, (pt, ph, pw))
         pixels += n
     return total / max(pixels, 1)

@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from nvc_pipe.bitstream.tensors import QuantizedTensor, TensorRecord
 from nvc_pipe.errors import BitstreamError
 
-from .arm import (SYMBOL_MAX, IntLayer, all_contexts, coder_params, decode_permutation, int_arm_forward,
+from .arm import (SYMBOL_MAX, IntArm, IntLayer, all_contexts, coder_params, decode_permutation, int_arm_forward,
                   wavefront_slope)
-from .model import PatchModel, upsample
+from .model import PatchModel
 from .presets import Preset
 from .quantizer import laplace_bits
 
@@ -104,15 +104,26 @@ def record_exponent(rec: TensorRecord) -> int:
     return int(1 - e)
 
 
+def _int_layer(records: dict[str, TensorRecord], name: str) -> IntLayer:
+    w, b = records[f"{name}.weight"], records[f"{name}.bias"]
+    return IntLayer(w.quant.q.astype(np.int64).reshape(w.shape), record_exponent(w),
+                    b.quant.q.astype(np.int64).reshape(-1), record_exponent(b))
+
+
 def int_layers(records: dict[str, TensorRecord], prefix: str) -> list[IntLayer]:
-    """The integer layers of the ARM whose records start with `prefix` ("arms.0.")."""
+    """The integer MLP layers of the ARM whose records start with `prefix` ("arms.0.")."""
     layers, i = [], 0
     while f"{prefix}layers.{i}.weight" in records:
-        w, b = records[f"{prefix}layers.{i}.weight"], records[f"{prefix}layers.{i}.bias"]
-        layers.append(IntLayer(w.quant.q.astype(np.int64).reshape(w.shape), record_exponent(w),
-                               b.quant.q.astype(np.int64).reshape(-1), record_exponent(b)))
+        layers.append(_int_layer(records, f"{prefix}layers.{i}"))
         i += 1
     return layers
+
+
+def int_arm(records: dict[str, TensorRecord], cfg, k: int) -> IntArm:
+    """The integer ARM of grid k: MLP layers, residual flag and linear branch from the config."""
+    prefix = arm_prefix(cfg, k)
+    linear = _int_layer(records, prefix + "linear") if f"{prefix}linear.weight" in records else None
+    return IntArm(int_layers(records, prefix), cfg.arm_residual, linear, cfg.activation)
 
 
 def arm_prefix(cfg, k: int) -> str:
@@ -126,7 +137,7 @@ def quantized_symbols(model: PatchModel) -> list[torch.Tensor]:
                 for k in range(len(model.latents))]
 
 
-def grid_coder_params(model: PatchModel, layers: list[IntLayer], k: int, symbols: torch.Tensor):
+def grid_coder_params(model: PatchModel, layers: IntArm, k: int, symbols: torch.Tensor):
     """(means, scales) of every position of grid k, raster order, from the integer ARM."""
     ctx = all_contexts(symbols, model.arm(k).offsets).numpy()
     mus, raws = zip(*(int_arm_forward(layers, ctx[i : i + CHUNK]) for i in range(0, ctx.shape[0], CHUNK)))
@@ -137,7 +148,7 @@ def latent_code(model: PatchModel, records: dict[str, TensorRecord], symbols: li
     """(symbols, means, scales) in decode order and the exact information content in bits."""
     out_s, out_m, out_b = [], [], []
     for k, s in enumerate(symbols):
-        means, scales = grid_coder_params(model, int_layers(records, arm_prefix(model.cfg, k)), k, s)
+        means, scales = grid_coder_params(model, int_arm(records, model.cfg, k), k, s)
         perm = decode_permutation(tuple(s.shape), wavefront_slope(model.arm(k).offsets))
         out_s.append(s.reshape(-1).numpy()[perm])
         out_m.append(means[perm])
@@ -181,10 +192,9 @@ def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> P
     symbols = quantized_symbols(model)
     pixels = target[..., 0].numel()
     dev = target.device
-    with torch.no_grad():
-        feats = torch.stack([upsample(s.to(dev, torch.float32) * model.cfg.q_step, model.shape) for s in symbols], -1)
-
-    probe = copy.deepcopy(model.synthesis)  # the synthesis with quantized weights
+    probe = copy.deepcopy(model)  # the decoder with quantized synthesis/upsampling weights
+    probe_params = {n: p for n, p in probe.network_parameters().items() if not n.startswith("arms.")}
+    floats = [s.to(dev, torch.float32) for s in symbols]
     mse_cache: dict[tuple, float] = {}
     rate_cache: dict[tuple, float] = {}
 
@@ -196,9 +206,9 @@ def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> P
         syn_key = (exps["synthesis_weight"], exps["synthesis_bias"])
         if syn_key not in mse_cache:
             with torch.no_grad():
-                for n, p in probe.named_parameters():
-                    p.copy_(torch.from_numpy(by_name["synthesis." + n].values()).reshape(p.shape))
-                mse_cache[syn_key] = float(F.mse_loss(probe(feats).clamp(0, 1), target))
+                for n, p in probe_params.items():
+                    p.copy_(torch.from_numpy(by_name[n].values()).reshape(p.shape))
+                mse_cache[syn_key] = float(F.mse_loss(probe.render(floats).clamp(0, 1), target))
         arm_key = (exps["arm_weight"], exps["arm_bias"])
         if arm_key not in rate_cache:
             rate_cache[arm_key] = latent_code(model, by_name, symbols)[3]

@@ -30,7 +30,7 @@ from nvc_pipe.errors import BitstreamError
 
 from . import arm
 from .model import C3Config, PatchModel, grid_contexts, grid_shapes, num_windows
-from .netquant import (MAX_EXP, WEIGHT_MAX, WEIGHT_SCALE_MAX, PatchCode, arm_prefix, int_layers,
+from .netquant import (MAX_EXP, WEIGHT_MAX, WEIGHT_SCALE_MAX, PatchCode, int_arm,
                        network_bits, record_exponent, symbols_crc, weight_scale)
 
 
@@ -130,7 +130,7 @@ def read_payload(payload: bytes, cfg: C3Config, boxes: list[tuple[int, ...]]) ->
     return networks, crcs, latents
 
 
-def decode_grid(layers: list[arm.IntLayer], offsets: arm.Offsets, shape: tuple[int, int, int],
+def decode_grid(layers: arm.IntArm, offsets: arm.Offsets, shape: tuple[int, int, int],
                 stream: entropy.LaplaceDecoder) -> torch.Tensor:
     """Decode one grid's symbols (T, H, W) int64: frames in order, one integer-ARM batch per wavefront step."""
     t, h, w = shape
@@ -151,11 +151,11 @@ def decode_grid(layers: list[arm.IntLayer], offsets: arm.Offsets, shape: tuple[i
 def decode_patch_latents(cfg: C3Config, net: PatchNetwork, shape: tuple[int, int, int], crc: int,
                          stream: entropy.LaplaceDecoder, index: int) -> list[torch.Tensor]:
     """All grids of one patch; BitstreamError on a coder failure or a CRC mismatch (entropy-model desync)."""
-    contexts = grid_contexts(cfg, net.windows)
+    contexts = grid_contexts(cfg, net.windows, shape)
     grids, ordered = [], []
     try:
         for k, gshape in enumerate(grid_shapes(shape, cfg.num_grids)):
-            layers = int_layers(net.records, arm_prefix(cfg, k))
+            layers = int_arm(net.records, cfg, k)
             g = decode_grid(layers, contexts[k], gshape, stream)
             grids.append(g)
             perm = arm.decode_permutation(gshape, arm.wavefront_slope(contexts[k]))

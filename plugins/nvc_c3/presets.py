@@ -27,7 +27,14 @@ class C3Train:
 
     rd_lambda: float = 1e-3
     temperature: tuple[float, float] = (0.3, 0.1)  # soft-rounding T, start → end of stage 1
+    noise: str = "kumaraswamy"  # stage-1 proxy: C3's r_T(s_T(y) + u) or Cool-Chic's s_T(s_T(y) + n) ("gaussian")
     kumaraswamy_a: tuple[float, float] = (1.75, 1.0)  # noise shape, start → end of stage 1
+    noise_sigma: tuple[float, float] = (0.22, 0.15)  # Gaussian noise σ, start → end of stage 1
+    clip_latents: bool = True  # the gradient clip covers the latents too (C3) or the network weights only
+    final: str = "plateau"  # stage 2: C3's STE with LR decay on plateau, or "hard" (frozen rounded latents)
+    warmup_candidates: int = 0  # > 1: Cool-Chic's warm-up over that many random starts
+    warmup_keep: int = 2  # … of which the best few train another warmup_steps
+    warmup_steps: int = 50
     stage2_steps: int = 10_000  # upper bound; stops earlier when the LR falls below stage2_min_lr
     stage2_lr: float = 1e-4
     stage2_patience: int = 20
@@ -106,14 +113,67 @@ PRESETS: dict[str, Preset] = {
 }
 DEFAULT_PRESET = "c3-fast"
 
-
 def with_lambda(preset: Preset, rd_lambda: float) -> Preset:
     """The preset at another λ (patch size unchanged)."""
     return replace(preset, c3=replace(preset.c3, rd_lambda=rd_lambda))
 
 
+def warmup_total(c3: C3Train) -> int:
+    return (c3.warmup_candidates + min(c3.warmup_keep, c3.warmup_candidates)) * c3.warmup_steps \
+        if c3.warmup_candidates > 1 else 0
+
+
+def total_steps(preset: Preset) -> int:
+    """Every optimisation step one encode of a patch may take: mask probe (learned context), warm-up (every
+    candidate), stage 1, stage 2 (an upper bound for the plateau variant, which may stop early)."""
+    mask = preset.c3.mask_steps if preset.model.context == "learned" else 0
+    return mask + warmup_total(preset.c3) + preset.train.epochs + preset.c3.stage2_steps
+
+
 def with_steps(preset: Preset, steps: int) -> Preset:
-    """The preset with `steps` optimisation steps per patch in all, split between stage 1 and 2 as in the preset."""
-    s2 = max(1, round(steps * preset.c3.stage2_steps / (preset.train.epochs + preset.c3.stage2_steps)))
-    return replace(preset, train=replace(preset.train, epochs=max(1, steps - s2)),
-                   c3=replace(preset.c3, stage2_steps=s2))
+    """The preset with `steps` optimisation steps in total per patch, split in the preset's proportions."""
+    if steps < 2:
+        raise ValueError("a C3 encode needs at least 2 steps")
+    c3 = preset.c3
+    total = total_steps(preset)
+    mask = c3.mask_steps if preset.model.context == "learned" else 0
+    new_mask = round(steps * mask / total)
+    per_warmup = round(c3.warmup_steps * steps / total)
+    if c3.warmup_candidates > 1:
+        c3 = replace(c3, warmup_steps=per_warmup, warmup_candidates=c3.warmup_candidates if per_warmup else 0)
+    new_stage2 = max(1, round(steps * c3.stage2_steps / total))
+    new_stage1 = max(1, steps - new_mask - warmup_total(c3) - new_stage2)
+    new_stage2 = max(1, steps - new_mask - warmup_total(c3) - new_stage1)
+    c3 = replace(c3, stage2_steps=new_stage2, mask_steps=new_mask or c3.mask_steps)
+    return replace(preset, train=replace(preset.train, epochs=new_stage1), c3=c3)
+
+
+# Cool-Chic-like decoder and schedule (docs/c3.md has the measurements): one shared residual ARM with a linear
+# branch over the 12 nearest causal latents, ReLU, 7 grids (to 1/64) with learned ×2 upsampling, a 16-wide synthesis;
+# Gaussian-noise soft-rounding, T 0.35 → 0.08, clip 0.1 on the weights only, LR 1e-2 → 1e-5, warm-up of 5 random
+# starts × 50 steps then the best 2 × 50, and a final 500 steps with rounded, frozen latents at LR 1e-4.
+COOL_MODEL = C3Config(num_grids=7, q_step=0.3, synthesis_widths=(16,), arm_widths=(12, 12), arm_per_grid=False,
+                      context_size=12, arm_residual=True, arm_linear=True, activation="relu", upsampling="learned",
+                      patch_frames=1, patch_height=0, patch_width=0)
+COOL_TRAIN = C3Train(noise="gaussian", temperature=(0.35, 0.08), noise_sigma=(0.22, 0.15), clip_latents=False,
+                     final="hard", stage2_steps=500, stage2_lr=1e-4, warmup_candidates=5, warmup_keep=2,
+                     warmup_steps=50)
+
+
+def _cool(model: C3Config, steps: int, rd_lambda: float, description: str) -> Preset:
+    """The Cool-Chic-like schedule with `steps` steps in all (warm-up and final phase included)."""
+    train = replace(_train(1150), grad_clip=0.1, min_lr=1e-5)
+    return with_steps(Preset(model, train, replace(COOL_TRAIN, rd_lambda=rd_lambda), description), steps)
+
+
+# `nvc image --codec c3` (plugins/nvc_c3/image.py): one patch over the whole picture, 2,000 steps in all
+IMAGE_PRESET = _cool(COOL_MODEL, 2000, 1e-3, "image: Cool-Chic-like decoder (830 MAC/px), one patch, 2,000 steps")
+PRESETS["c3-intra"] = _cool(COOL_MODEL, 2000, 1e-3, "all-intra: every frame one patch with the image decoder, "
+                                                    "2,000 steps per frame")
+PRESETS["c3-tiny-cool"] = _cool(
+    replace(COOL_MODEL, num_grids=3, arm_widths=(4, 4), context_size=4, synthesis_widths=(8,), patch_frames=8),
+    40, 1e-3, "test-size Cool-Chic-like decoder: 3 grids, residual shared ARM, learned upsampling, 40 steps")
+PRESETS["c3-fast-cool"] = _cool(
+    replace(COOL_MODEL, patch_frames=8), 2000, 1e-3,
+    "video: the image decoder on 8-frame whole-frame patches (ARM: 12 nearest latents in this and the previous "
+    "latent frame, 965 MAC/px), 2,000 steps per patch; not yet measured against c3-intra (docs/c3.md)")

@@ -24,6 +24,8 @@ from .presets import DEFAULT_PRESET, PRESETS, Preset, with_lambda, with_steps
 
 PAPER_PRESETS = ("c3-high", "c3-mid", "c3-low", "c3-mid-nocond", "c3-mid-learned")
 FIXED = PAPER_PRESETS + ("c3-tiny",)  # keep their steps and patch layout unless sized to a target or --steps
+# presets that lay out their own patches (whole-frame patches, or one frame per patch for all-intra): never re-tiled
+OWN_LAYOUT = ("c3-intra", "c3-fast-cool", "c3-tiny-cool")
 OPTIONS = ("steps", "time_limit", "epochs", "seed", "lambda")
 PATCH_PIXELS = 640 * 360  # largest spatial patch
 PATCH_FRAMES = 30
@@ -47,7 +49,7 @@ SECONDS_PER_PIXEL_STEP = 3.6e-6  # CPU, one thread, c3-fast widths (docs/ratecon
 
 
 def _split(n: int, size: int) -> list[int]:
-    parts = -(-n // size)
+    parts = -(-n // size) if size > 0 else 1  # size 0: the whole axis (as in model.patch_boxes)
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
@@ -109,12 +111,12 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
     base = PRESETS[name]
     sized = "lambda" not in ov and (target is not None or preset is None)
     cfg = base
-    if name not in FIXED or sized:
+    if name not in OWN_LAYOUT and (name not in FIXED or sized):
         pt, ph, pw = patch_layout(clip)
         cfg = replace(cfg, model=replace(cfg.model, patch_frames=pt, patch_height=ph, patch_width=pw))
     if "epochs" in ov:
         cfg = replace(cfg, train=replace(cfg.train, epochs=int(ov["epochs"])))
-    elif "steps" in ov or name not in FIXED:
+    elif "steps" in ov or name not in FIXED + OWN_LAYOUT:
         cfg = with_steps(cfg, int(ov.get("steps") or default_steps(cfg.model, clip)))
     if "seed" in ov:
         cfg = replace(cfg, train=replace(cfg.train, seed=int(ov["seed"])))

@@ -1,12 +1,21 @@
-"""C3 training of one patch: rate–distortion loss, stage 1 (noisy soft-rounding), stage 2 (STE), learned windows.
+"""C3 training of one patch: rate–distortion loss, warm-up candidates, stage 1 (noisy soft-rounding), stage 2.
 
-    loss = MSE(x̂, x) + λ · Σ_k bits(ŷ_k | ARM_k) / (T·H·W)            (C3 §2.1; network bits not in the loss)
+    loss = MSE(x̂, x) + λ · Σ_k bits(ŷ_k | ARM) / (T·H·W)            (C3 §2.1; network bits not in the loss)
 
-Stage 1 (`TrainConfig.epochs` steps): ŷ = r_T(s_T(y) + u), u Kumaraswamy(a) − ½, T and a annealed linearly
-(0.3 → 0.1, 1.75 → 1.0), Adam with cosine LR from `TrainConfig.lr` to 0, global-norm gradient clipping.
-Stage 2: ŷ = round(y) forward, s_T gradient backward (T = 1e-4), Adam at 1e-4, LR × 0.8 after `stage2_patience`
-steps without a new best loss, stop when LR < 1e-8 or after `stage2_steps`; the best parameters (including the
-end of stage 1, measured with hard rounding) are restored.
+Every knob is in `preset.c3` (`C3Train`); the step counts are in `presets.total_steps`, which counts every
+optimisation step (warm-up candidates included):
+
+* warm-up (`warmup_candidates` > 1): that many fresh models (seeds seed, seed + 1, …) train `warmup_steps` at
+  constant LR, T = temperature[0]; the `warmup_keep` best (loss with hard rounding) train `warmup_steps` more and
+  the best one goes on; its optimiser state is dropped.
+* stage 1 (`TrainConfig.epochs` steps): the latent proxy is C3's ŷ = r_T(s_T(y) + u), u Kumaraswamy(a) − ½
+  (`noise = "kumaraswamy"`), or Cool-Chic's ŷ = s_T(s_T(y) + n), n ~ N(0, σ²) (`noise = "gaussian"`); T, a and
+  σ linear over the stage; Adam with a cosine LR from `TrainConfig.lr` to `TrainConfig.min_lr`; global-norm
+  clipping at `TrainConfig.grad_clip`, of every parameter (`clip_latents`) or of the network weights only.
+* stage 2, `final = "plateau"` (C3): straight-through rounding (gradient of s_T, T = 1e-4), Adam at 1e-4,
+  ×0.8 after `stage2_patience` steps without a new best loss, at most `stage2_steps`; `final = "hard"`
+  (Cool-Chic): latents rounded and frozen, the networks train `stage2_steps` at a cosine LR from `stage2_lr`.
+  Either way the best parameters seen (the end of stage 1 included, measured with hard rounding) are kept.
 
 `learn_windows` is C3's learned inter-frame receptive field: a throw-away model whose per-grid ARMs see the whole
 (2r + 1)² previous-frame window trains for `mask_steps`; per grid (< 3) the 4×4 window with the largest summed
@@ -25,12 +34,12 @@ from tqdm.auto import tqdm
 from .arm import LEARNED_GRIDS, LEARNED_WINDOW, learned_context, scale_from_raw, search_context
 from .model import C3Config, PatchModel
 from .presets import Preset
-from .quantizer import laplace_bits, noisy_soft_round, ste_round
+from .quantizer import laplace_bits, noisy_soft_round, soft_round, ste_round
 
 
 def rd_loss(model: PatchModel, target: torch.Tensor, rd_lambda: float, quantize,
-            max_bits: float = 16.0) -> tuple[torch.Tensor, float, float]:
-    """(loss, mse, bits) with `quantize` mapping each grid's unquantized symbols to (proxy) symbols."""
+            max_bits: float = 16.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, mse, bits) tensors with `quantize` mapping each grid's unquantized symbols to (proxy) symbols."""
     symbols = [quantize(model.unquantized_symbols(k)) for k in range(len(model.latents))]
     recon = model.render(symbols)
     mse = F.mse_loss(recon, target)
@@ -39,59 +48,106 @@ def rd_loss(model: PatchModel, target: torch.Tensor, rd_lambda: float, quantize,
         mu, raw = model.arm(k).forward_grid(s)
         bits = bits + laplace_bits(s, mu, scale_from_raw(raw), max_bits).sum()
     loss = mse + rd_lambda * bits / target[..., 0].numel()
-    return loss, float(mse.detach()), float(bits.detach())
+    return loss, mse.detach(), bits.detach()
 
 
-def _stage1(model: PatchModel, target: torch.Tensor, preset: Preset, steps: int, gen: torch.Generator,
-            desc: str, progress: bool) -> list[dict]:
+def _hard(y: torch.Tensor) -> torch.Tensor:
+    return torch.round(y.detach())
+
+
+def _proxy(c3, frac: float, gen: torch.Generator, temp: float | None = None):
+    temp = c3.temperature[0] + (c3.temperature[1] - c3.temperature[0]) * frac if temp is None else temp
+    if c3.noise == "gaussian":
+        sigma = c3.noise_sigma[0] + (c3.noise_sigma[1] - c3.noise_sigma[0]) * frac
+
+        def q(y):
+            n = torch.randn(y.shape, generator=gen, device=y.device) * sigma
+            return soft_round(soft_round(y, temp) + n, temp)
+        return q
+    a = c3.kumaraswamy_a[0] + (c3.kumaraswamy_a[1] - c3.kumaraswamy_a[0]) * frac
+    return lambda y: noisy_soft_round(y, temp, a, gen)
+
+
+def _split_params(model: PatchModel) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    latents = list(model.latents.parameters())
+    ids = {id(p) for p in latents}
+    return latents, [p for p in model.parameters() if id(p) not in ids]
+
+
+def _optimizer(model: PatchModel, lr: float) -> torch.optim.Adam:
+    latents, nets = _split_params(model)
+    return torch.optim.Adam([{"params": latents}, {"params": nets}], lr=lr)
+
+
+def _clip(model: PatchModel, preset: Preset) -> None:
+    if preset.train.grad_clip > 0:
+        latents, nets = _split_params(model)
+        torch.nn.utils.clip_grad_norm_(latents + nets if preset.c3.clip_latents else nets, preset.train.grad_clip)
+
+
+def _run(model: PatchModel, target: torch.Tensor, preset: Preset, steps: int, gen: torch.Generator, desc: str,
+         progress: bool, stage: str = "c3-noise", constant_temp: float | None = None) -> list[dict]:
+    """Stage-1-like training: `steps` Adam steps on the noisy proxy (cosine LR unless `constant_temp` is set)."""
     cfg, c3 = preset.train, preset.c3
-    params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = _optimizer(model, cfg.lr)
     history = []
     for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         frac = step / max(steps, 1)
-        temp = c3.temperature[0] + (c3.temperature[1] - c3.temperature[0]) * frac
-        a = c3.kumaraswamy_a[0] + (c3.kumaraswamy_a[1] - c3.kumaraswamy_a[0]) * frac
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
-        loss, mse, bits = rd_loss(model, target, c3.rd_lambda, lambda y: noisy_soft_round(y, temp, a, gen),
-                                  c3.rate_cap_bits)
+        if constant_temp is None:
+            for g in opt.param_groups:
+                g["lr"] = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
+        loss, mse, bits = rd_loss(model, target, c3.rd_lambda, _proxy(c3, frac, gen, constant_temp), c3.rate_cap_bits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        _clip(model, preset)
         opt.step()
-        if step % 50 == 0 or step == steps - 1:
-            history.append({"stage": "c3-noise", "step": step, "loss": loss.item(), "mse": mse, "bits": bits})
+        if step % 100 == 0 or step == steps - 1:
+            history.append({"stage": stage, "step": step, "loss": float(loss.detach()), "mse": float(mse),
+                            "bits": float(bits)})
     return history
+
+
+def hard_loss(model: PatchModel, target: torch.Tensor, preset: Preset) -> float:
+    with torch.no_grad():
+        return float(rd_loss(model, target, preset.c3.rd_lambda, _hard, preset.c3.rate_cap_bits)[0])
 
 
 def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, progress: bool) -> list[dict]:
     c3 = preset.c3
-    quant = lambda y: ste_round(y, c3.ste_temperature)  # noqa: E731
-    params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=c3.stage2_lr)
+    hard = c3.final == "hard"
+    quant = _hard if hard else (lambda y: ste_round(y, c3.ste_temperature))
+    if hard:
+        for p in model.latents.parameters():
+            p.requires_grad_(False)
+    opt = _optimizer(model, c3.stage2_lr)
     best, best_state, since, lr = math.inf, None, 0, c3.stage2_lr
     history = []
     for step in tqdm(range(c3.stage2_steps + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         loss, mse, bits = rd_loss(model, target, c3.rd_lambda, quant, c3.rate_cap_bits)
-        if loss.item() < best:
-            best, best_state, since = loss.item(), copy.deepcopy(model.state_dict()), 0
-            history.append({"stage": "c3-ste", "step": step, "loss": best, "mse": mse, "bits": bits})
+        value = float(loss.detach())
+        if value < best:
+            best, best_state, since = value, copy.deepcopy(model.state_dict()), 0
+            history.append({"stage": "c3-" + c3.final, "step": step, "loss": best, "mse": float(mse),
+                            "bits": float(bits)})
+        elif hard:
+            pass
         else:
             since += 1
             if since > c3.stage2_patience:
                 lr, since = lr * c3.stage2_factor, 0
-                for g in opt.param_groups:
-                    g["lr"] = lr
-        if lr < c3.stage2_min_lr or step == c3.stage2_steps:
+        if hard:
+            lr = c3.stage2_lr * 0.5 * (1 + math.cos(math.pi * step / max(c3.stage2_steps, 1)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if lr < c3.stage2_min_lr and not hard or step == c3.stage2_steps:
             break  # the last evaluation above already measured the final parameters
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if preset.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, preset.train.grad_clip)
+        _clip(model, preset)
         opt.step()
     model.load_state_dict(best_state)
+    for p in model.latents.parameters():
+        p.requires_grad_(True)
     return history
 
 
@@ -102,13 +158,40 @@ def init_model(model: PatchModel, target: torch.Tensor, preset: Preset) -> Patch
     return model
 
 
-def train_patch(model: PatchModel, target: torch.Tensor, preset: Preset, seed: int, desc: str = "c3",
-                progress: bool = False) -> list[dict]:
-    """Train `model` in place on `target` (T, H, W, 3) in [0, 1] (same device); returns the loss history."""
+def _new_model(cfg: C3Config, shape, windows, target: torch.Tensor, preset: Preset, seed: int) -> PatchModel:
+    torch.manual_seed(seed)
+    return init_model(PatchModel(cfg, shape, windows).to(target.device), target, preset)
+
+
+def warm_up(cfg: C3Config, shape, windows, target: torch.Tensor, preset: Preset, seed: int, gen: torch.Generator,
+            desc: str, progress: bool) -> tuple[PatchModel, list[dict]]:
+    """Cool-Chic's warm-up: several random starts trained briefly, the best kept (see module doc)."""
+    c3 = preset.c3
+    models = [_new_model(cfg, shape, windows, target, preset, seed + 1000 * i) for i in range(c3.warmup_candidates)]
+    history = []
+    for round_, keep in enumerate((c3.warmup_candidates, c3.warmup_keep)):
+        scored = []
+        for i, m in enumerate(models[:keep]):
+            _run(m, target, preset, c3.warmup_steps, gen, f"{desc} warm-up {round_ + 1}.{i + 1}", progress,
+                 constant_temp=c3.temperature[0])
+            scored.append((hard_loss(m, target, preset), i, m))
+        scored.sort(key=lambda v: (v[0], v[1]))
+        models = [m for _, _, m in scored]
+        history.append({"stage": f"c3-warmup-{round_ + 1}", "losses": [round(v, 6) for v, _, _ in scored]})
+    return models[0], history
+
+
+def train_patch(cfg: C3Config, shape, windows, target: torch.Tensor, preset: Preset, seed: int, desc: str = "c3",
+                progress: bool = False) -> tuple[PatchModel, list[dict]]:
+    """A trained model of the patch `target` (T, H, W, 3) in [0, 1] (on its device) and its loss history."""
     gen = torch.Generator(device=target.device).manual_seed(seed)
-    history = _stage1(model, target, preset, preset.train.epochs, gen, f"{desc} noise", progress)
-    history += _stage2(model, target, preset, f"{desc} ste", progress)
-    return history
+    if preset.c3.warmup_candidates > 1:
+        model, history = warm_up(cfg, shape, windows, target, preset, seed, gen, desc, progress)
+    else:
+        model, history = _new_model(cfg, shape, windows, target, preset, seed), []
+    history += _run(model, target, preset, preset.train.epochs, gen, f"{desc} noise", progress)
+    history += _stage2(model, target, preset, f"{desc} {preset.c3.final}", progress)
+    return model, history
 
 
 def learn_windows(cfg: C3Config, shape: tuple[int, int, int], target: torch.Tensor, preset: Preset, seed: int,
@@ -118,7 +201,7 @@ def learn_windows(cfg: C3Config, shape: tuple[int, int, int], target: torch.Tens
     contexts = [search_context(r) if k < LEARNED_GRIDS else learned_context(None) for k in range(cfg.num_grids)]
     probe = init_model(PatchModel(cfg, shape, contexts=contexts).to(target.device), target, preset)
     gen = torch.Generator(device=target.device).manual_seed(seed)
-    _stage1(probe, target, preset, preset.c3.mask_steps, gen, "c3 mask", progress)
+    _run(probe, target, preset, preset.c3.mask_steps, gen, "c3 mask", progress)
     side = 2 * r + 1
     windows = []
     for k in range(min(LEARNED_GRIDS, cfg.num_grids)):

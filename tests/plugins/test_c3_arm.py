@@ -205,3 +205,57 @@ def test_coder_params_are_dyadic_and_clamped():
     assert scales[0] == np.float64(arm.scale_table()[2048 - arm.RAW_MIN_Q8])  # raw 0 → exp(−4): C3's initial scale
     assert scales[1] == arm.scale_table()[0] and scales[2] == arm.scale_table()[-1]
     assert scales[5] == 1.0
+
+
+def _cool_arm(seed=0):
+    """Cool-Chic-like ARM: 8 nearest current-frame offsets, two residual 8-wide layers, a linear branch."""
+    from nvc_c3.model import nearest_current
+
+    offsets = nearest_current(tuple(o for o in arm.full_context() if o[0] == 0), 8)
+    torch.manual_seed(seed)
+    a = arm.Arm(offsets, (8, 8), residual=True, linear=True)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return a
+
+
+def test_nearest_current_context():
+    from nvc_c3.model import nearest_current
+
+    cur = tuple(o for o in arm.full_context() if o[0] == 0)
+    near = nearest_current(cur, 4)
+    assert set(near) == {(0, 0, -1), (0, -1, 0), (0, -1, -1), (0, -1, 1)} and list(near) == sorted(near)
+    full = nearest_current(arm.full_context(), 5)  # previous frame: the co-located value and its 4 neighbours
+    assert {o for o in full if o[0] == -1} == {(-1, 0, 0), (-1, -1, 0), (-1, 0, -1), (-1, 0, 1), (-1, 1, 0)}
+    assert len(full) == 10 and list(full) == sorted(full)
+
+
+def test_residual_linear_arm_grid_equals_contexts_and_integer_tracks_float():
+    a = _cool_arm()
+    s = _symbols()
+    ctx = arm.all_contexts(s, a.offsets)
+    with torch.no_grad():
+        mu_c, raw_c = a.forward_grid(s.float())
+        mu_f, raw_f = a.forward_contexts(ctx.float())
+    assert torch.allclose(mu_c.reshape(-1), mu_f, atol=1e-4) and torch.allclose(raw_c.reshape(-1), raw_f, atol=1e-4)
+    recs = {n: pow2_record(n, p, 12 if p.ndim > 1 else 14) for n, p in a.named_parameters()}
+    from nvc_c3.netquant import _int_layer
+
+    net = arm.IntArm(int_layers(recs, ""), True, _int_layer(recs, "linear"))
+    mu_i, raw_i = arm.int_arm_forward(net, ctx.numpy())
+    assert np.abs(mu_i / 256 - mu_f.double().numpy()).max() < 0.05
+    assert np.abs(raw_i / 256 - raw_f.double().numpy()).max() < 0.05
+    # without its branch or residuals the integer net is a different function: both paths really count
+    assert np.abs(arm.int_arm_forward(arm.IntArm(net.layers, True), ctx.numpy())[0] - mu_i).max() > 64
+    assert np.abs(arm.int_arm_forward(arm.IntArm(net.layers, False, net.linear), ctx.numpy())[0] - mu_i).max() > 64
+
+
+def test_one_frame_grids_have_no_previous_frame_inputs():
+    from nvc_c3.model import C3Config, PatchModel
+
+    cfg = C3Config(num_grids=3, arm_widths=(2,), patch_frames=0, patch_height=0, patch_width=0)
+    image = PatchModel(cfg, (1, 8, 8))
+    assert all(o[0] == 0 for a in image.arms for o in a.offsets) and len(image.arms[0].offsets) == 40
+    video = PatchModel(cfg, (2, 8, 8))  # grid 0 has 2 latent frames, grids 1-2 have one
+    assert [len(a.offsets) for a in video.arms] == [121, 40, 40]

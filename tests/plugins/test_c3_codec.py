@@ -119,7 +119,7 @@ print(json.dumps({{"latents": latents, "frames_crc32": crc, "psnr": sum(psnr) / 
 def test_fresh_process_decodes_identical_latents_and_frames(encoded):
     code = _FRESH.format(plugins=PLUGINS, path=str(encoded["dir"] / "clip.nvc"), src=str(encoded["dir"] / "clip.rgb"),
                          shape=(T, H, W, 3))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -202,3 +202,22 @@ def test_learned_windows_over_several_odd_sized_patches():
     assert crc == rep["frames_crc32"]
     assert nvc_c3.codec.describe(work.payload, config, t, h, w)["learned_windows"] == [
         [tuple(v) for v in p["windows"]] for p in rep["patches"]]
+
+
+def test_fresh_process_decodes_the_v2_decoder_bit_exactly(tmp_path):
+    """The payload-v2 decoder (shared residual ARM + linear branch, ReLU, learned upsampling, whole-frame patches)
+    in a 2-frame video: a fresh process decodes the encoder's latents and frames exactly."""
+    t, h, w = 2, 16, 24
+    rgb = make_clip(t, h, w, seed=2)
+    src = tmp_path / "clip.rgb"
+    rgb.tofile(src)
+    report = api.encode_file(str(src), str(tmp_path / "clip.nvc"), codec="c3", preset="c3-tiny-cool", device="cpu",
+                             raw=RawOptions((w, h), Fraction(25), "rgb24"), progress=False)
+    code = _FRESH.format(plugins=PLUGINS, path=str(tmp_path / "clip.nvc"), src=str(src), shape=(t, h, w, 3))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    seg = report["segments"][0]["c3"]
+    assert got["latents"] == [seg["latents_sha256"]] and got["frames_crc32"] == seg["frames_crc32"]
+    assert seg["macs_per_pixel"] > 0 and len(seg["patches"]) == 1

@@ -34,7 +34,7 @@ def test_config_round_trips_through_json(name):
 @pytest.mark.parametrize("change", [
     {"extra": 1}, {"num_grids": None}, {"num_grids": "5"}, {"num_grids": True}, {"q_step": "0.3"},
     {"synthesis_widths": [12, 1.5]}, {"synthesis_widths": []}, {"per_frame_conv": 1}, {"context": "magic"},
-    {"num_grids": 0}, {"patch_frames": 0}, {"q_step": float("nan")},
+    {"num_grids": 0}, {"patch_frames": -1}, {"q_step": float("nan")}, {"context_size": 65}, {"arm_linear": 0},
     {"context": "learned", "arm_per_grid": False},
 ])
 def test_config_from_dict_is_strict(change):
@@ -113,3 +113,21 @@ def test_macs_per_pixel_match_c3():
         assert macs_per_pixel(cfg, boxes) == pytest.approx(ref, rel=0.005), name
     cfg = PRESETS["c3-fast"].model
     assert macs_per_pixel(cfg, patch_boxes(cfg, 16, 144, 256)) < 1000
+
+
+def test_learned_upsampling_starts_as_bicubic_and_learns():
+    import torch.nn.functional as F
+
+    from nvc_c3.model import LearnedUpsampling
+
+    up = LearnedUpsampling(2)
+    fine, coarse = torch.zeros(1, 10, 14), torch.randn(1, 5, 7)
+    out = up([fine, coarse])
+    assert out.shape == (1, 10, 14, 2) and torch.equal(out[..., 0], fine)
+    ref = F.interpolate(coarse[None], size=(10, 14), mode="bicubic", align_corners=False)[0]
+    assert torch.allclose(out[..., 1], ref, atol=1e-5)
+    out[..., 1].sum().backward()
+    assert up.taps.grad is not None and up.taps.grad.abs().sum() > 0
+    # odd sizes (ceil grids) crop the ×2 result; a 3-D grid is also linear ×2 in time
+    grids = [torch.zeros(4, 9, 11), torch.zeros(2, 5, 6), torch.zeros(1, 3, 3)]
+    assert LearnedUpsampling(3)(grids).shape == (4, 9, 11, 3)

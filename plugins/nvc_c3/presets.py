@@ -58,6 +58,7 @@ class Preset:
     train: TrainConfig
     c3: C3Train = field(default_factory=C3Train)
     description: str = ""
+    aim_bpp: float | None = None  # the stream bpp rate control sized this encode for (reports only; not coded)
 
 
 def patch_size_for_lambda(rd_lambda: float) -> tuple[int, int, int]:

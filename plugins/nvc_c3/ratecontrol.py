@@ -20,7 +20,7 @@ from dataclasses import replace
 from nvc_pipe.errors import ConfigError
 from nvc_pipe.rate import DEFAULT_QUALITY, Clip, Target, quality_bpp
 
-from .presets import DEFAULT_PRESET, PRESETS, Preset, with_lambda, with_steps
+from .presets import DEFAULT_PRESET, PRESETS, Preset, total_steps, with_lambda, with_steps
 
 PAPER_PRESETS = ("c3-high", "c3-mid", "c3-low", "c3-mid-nocond", "c3-mid-learned")
 FIXED = PAPER_PRESETS + ("c3-tiny",)  # keep their steps and patch layout unless sized to a target or --steps
@@ -149,16 +149,11 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
                               f"per patch ({per_step:.2f} s a step on this device)")
         if fit < total_steps(cfg):
             cfg = with_steps(cfg, fit)
-    return replace(cfg, description=cfg.description + (f" | aim {bpp:.6g} bpp" if bpp is not None else ""))
+    return replace(cfg, aim_bpp=bpp)
 
 
 def aimed_bpp(cfg: Preset) -> float | None:
-    _, sep, rest = cfg.description.partition(" | aim ")
-    return float(rest.split()[0]) if sep else None
-
-
-def total_steps(cfg: Preset) -> int:
-    return cfg.train.epochs + cfg.c3.stage2_steps
+    return cfg.aim_bpp
 
 
 def seconds_per_step(cfg: Preset, clip: Clip) -> float:

@@ -14,13 +14,7 @@ from nvc_c3.netquant import int_layers, pow2_record
 SHAPE = (3, 6, 7)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on 2 shared cores: torch's thread pool thrashes under load (measured 15x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _arm(offsets, widths=(6, 5), seed=0):

@@ -29,13 +29,7 @@ PLUGINS = str(pathlib.Path(__file__).resolve().parents[2] / "plugins")
 T, H, W = 8, 32, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions on 2 shared cores: torch's thread pool thrashes under load (measured 15x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_clip(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,6 @@ import subprocess
 
 import numpy as np
 import pytest
-import torch
 
 from nvc_c3.image import codec, image_preset
 from nvc_c3.presets import total_steps
@@ -19,12 +18,7 @@ NVC = [sys.executable, "-m", "nvc_pipe"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _picture(h=24, w=40, seed=0) -> np.ndarray:

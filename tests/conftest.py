@@ -101,3 +101,14 @@ def run_nvc(*args: str, stdin: bytes | None = None, timeout: float = 300) -> Cli
 @pytest.fixture
 def nvc():
     return run_nvc
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions on 2 shared cores: torch's thread pool thrashes under load (measured 15x slower)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ import time
 
 import pytest
 import torch
+
+from media_factory import FFMPEG, run
 
 from nvc_pipe import api
 from nvc_pipe.pipeline import Stage, Work, run_stages
@@ -62,11 +65,12 @@ def test_resume_refuses_other_settings(media, tmp_path):
 def test_sigterm_leaves_no_output(media, tmp_path):
     out = tmp_path / "t.mkv"
     proc = subprocess.Popen([sys.executable, "-m", "nvc_pipe", "encode", str(media["qcif"]), "-o", str(out),
-                             "--preset", "tiny", "--epochs", "100000", "--quiet"], stderr=subprocess.PIPE)
+                             "--preset", "tiny", "--epochs", "100000", "--quiet", "--checkpoint-every", "0"],
+                            stderr=subprocess.PIPE)
     time.sleep(6)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    # interrupted inside the first stage: nothing was saved, so no --resume hint (it would find nothing)
+    # interrupted inside the first stage with step checkpoints off: nothing was saved, so no --resume hint
     assert proc.returncode == 130 and err.decode().strip().endswith("interrupted"), err
     assert not out.exists()
     assert os.listdir(tmp_path) == []
@@ -90,3 +94,37 @@ def test_cuda_oom_halves_the_batch(media):
         work = Work(seg, src.info, preset, torch.device("cpu"), progress=False)
     work = run_stages([Stage("overfit", stage)], work, shrink=codec.shrink)
     assert seen == [4, 2, 1] and len(work.report["warnings"]) == 2
+
+
+def _encode(src, out, *extra, verbose=False):
+    return [sys.executable, "-m", "nvc_pipe", *(["--verbose"] if verbose else []), "encode", str(src), "-o", str(out),
+            "--preset", "tiny", "--epochs", "40", "--device", "cpu", "--quiet", *extra]
+
+
+def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread):
+    """A real `nvc encode` interrupted mid-stage (after a step checkpoint landed) resumes at that step, and the
+    stream equals an uninterrupted run's byte for byte (that one in this process, one thread as the CLI runs)."""
+    src = tmp_path / "src.mkv"
+    r = run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.08", "-c:v", "ffv1",
+             str(src)])
+    assert r.returncode == 0, r.stderr
+    ref = tmp_path / "ref.nvc"
+    api.encode_file(str(src), str(ref), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False)
+    out = tmp_path / "out.nvc"
+    step = tmp_path / "out.nvc.nvc-partial" / "seg00000.step.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(_encode(src, out, "--checkpoint-every", "0.05s"), stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not step.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.decode().strip().endswith("interrupted (continue with --resume)"), err
+    assert not out.exists()
+    meta = json.loads(step.read_text())  # saved on the signal, inside a training stage
+    assert meta["stage"] in ("overfit", "prune", "qat") and meta["step"] > 0
+    r = subprocess.run(_encode(src, out, "--resume", verbose=True), env=env, timeout=300, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{meta['stage']} resumed at step {meta['step']}" in r.stderr.decode()
+    assert out.read_bytes() == ref.read_bytes()
+    assert not os.path.exists(str(out) + ".nvc-partial")

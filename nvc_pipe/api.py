@@ -24,6 +24,8 @@ from . import __version__
 from .bitstream.spec import (MAGIC, AccessUnit, SequenceHeader, check_access_unit, pack_stream_header,
                              parse_stream_header, split_access_units)
 from .checkpoint import DEFAULT_STEP_EVERY_S, Checkpoint, input_identity
+from .diskcheck import check_free_space
+from .diskcheck import estimate as estimate_disk
 from .errors import BitstreamError, ConfigError, InputError
 from .intra.frames import ALL_INTRA, IntraSpec, encode_section, image_codec_for, merge, split_section
 from .intra.image import MAGIC_IMAGE
@@ -210,6 +212,9 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
             if plan.get("stream_bpp") is not None and clip.payload_bytes(plan["stream_bpp"]) <= 0:
                 raise ConfigError(f"the target is below what the stream's headers alone cost "
                                   f"({clip.overhead_bytes} bytes): ask for a higher rate")
+            copied = os.path.getsize(src.path) if container == "mkv" and src.copied_streams else 0
+            checkpoints = (input_path != "-" or resume) and output_path != "-"
+            check_free_space(output_path, estimate_disk(plan, clip, copied, checkpoints))  # exit 4 before training
             tick = on_plan(plan) if on_plan is not None else None
         settings = plugin.settings(cfg) if plugin else {}
         ckpt = None

@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..metrics import frame_psnr, ms_ssim
 from ..pipeline import Work
 from ..precision import training_math
-from .patch import PatchData
+from .patch import RENDER_TILE_PIXELS, PatchData, render_frames, render_tile
 
 log = logging.getLogger(__name__)
 Forward = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor | None, tuple[int, int] | None], torch.Tensor]
@@ -112,10 +112,13 @@ def evaluate(model: torch.nn.Module, data: PatchData, forward: Forward = default
     """Frame-mode quality of the current model over the segment (float output, cropped to the source size)."""
     model.eval()
     psnrs, ssims = [], []
+    big = data.coded_size[0] * data.coded_size[1] > RENDER_TILE_PIXELS
+    chunk = 1 if big else chunk  # large frames: one at a time, rendered by tiles (bounded memory)
     for start in range(0, data.num_frames, chunk):
         t = torch.arange(start, min(start + chunk, data.num_frames), device=data.frames.device)
         with _autocast(data.frames.device):
-            pred = forward(model, t, None, None).float().clamp(0, 1)[:, : data.height, : data.width]
+            pred = render_frames(forward, model, t, data.coded_size, render_tile(data.multiple))
+            pred = pred.float().clamp(0, 1)[:, : data.height, : data.width]
         target = data.frame_targets(t)[:, : data.height, : data.width]
         for p, g in zip(pred, target):
             psnrs.append(frame_psnr(p.cpu().numpy(), g.cpu().numpy(), 1.0))

@@ -125,7 +125,7 @@ class StepCheckpoint:
 
     @contextmanager
     def deferred_signals(self) -> Iterator[None]:
-        """SIGINT/SIGTERM set `interrupted` instead of raising (the main thread only; elsewhere nothing changes)."""
+        """SIGINT/SIGTERM set `interrupted` instead of raising (in the main thread, for signals not ignored)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -135,7 +135,9 @@ class StepCheckpoint:
                 raise KeyboardInterrupt
             self.interrupted = True
 
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        # a signal the process ignores (SIGINT of a background job, nohup) stays ignored
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(s) is not signal.SIG_IGN}
         try:
             yield
         finally:

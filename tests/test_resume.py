@@ -128,3 +128,46 @@ def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread):
     assert f"{meta['stage']} resumed at step {meta['step']}" in r.stderr.decode()
     assert out.read_bytes() == ref.read_bytes()
     assert not os.path.exists(str(out) + ".nvc-partial")
+
+
+def _tiny_work(media, store):
+    """A HiNeRV tiny segment after its patch and init stages (a fresh model, as a new process builds it)."""
+    from nvc_hinerv.codec import PRESETS, codec
+    from nvc_pipe.media.demux import open_video
+
+    preset = PRESETS["tiny"]
+    with open_video(str(media["odd"])) as src:
+        work = Work(next(src.segments(None)), src.info, preset, torch.device("cpu"), progress=False)
+    for stage in codec.stages(preset)[:2]:  # patch, init
+        work = stage.run(work)
+    work.checkpoint = store
+    return work
+
+
+def test_a_signal_inside_fit_saves_then_stops_and_resume_matches(media, tmp_path, one_thread):
+    """In process: SIGINT during a step of `fit` lets the step finish, saves a step checkpoint, then stops; a
+    fresh model resumed from it ends with the uninterrupted run's exact weights; another stage ignores it."""
+    from nvc_pipe.checkpoint import Checkpoint
+    from nvc_pipe.stages.overfit import fit
+
+    lr = lambda step, spe: 1e-2  # noqa: E731
+    ref = _tiny_work(media, None)
+    fit(ref, stage="overfit", epochs=4, lr_at=lr)
+    store = Checkpoint(str(tmp_path / "o.nvc"), {"k": 1}, resume=False, step_every=3600)  # only on the signal
+    work = _tiny_work(media, store)
+    steps = []
+
+    def interrupt_at_5():
+        steps.append(1)
+        if len(steps) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(work, stage="overfit", epochs=4, lr_at=lr, after_step=interrupt_at_5)
+    assert len(steps) == 5 and store.step_state(0)[0]["step"] == 5
+    other = _tiny_work(media, store)
+    assert len(fit(other, stage="prune", epochs=1, lr_at=lr)) == 1  # not its checkpoint: starts over
+    resumed = _tiny_work(media, store)
+    assert [h["epoch"] for h in fit(resumed, stage="overfit", epochs=4, lr_at=lr)] == [1, 2, 3, 4]
+    for (name, p), q in zip(ref.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), name

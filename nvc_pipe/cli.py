@@ -105,9 +105,14 @@ def _duration(text: str) -> float:
 
 def _interval(text: str) -> float:
     """--checkpoint-every: a duration as --time-limit takes it, or 0 (off)."""
+    from .rate import parse_duration
+
     if text.strip() in ("0", "0s", "off"):
         return 0.0
-    return _duration(text)
+    try:
+        return parse_duration(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30s or 5m, or 0 (off), got {text!r}") from None
 
 
 def _float_arg(text: str) -> float:

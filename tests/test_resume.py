@@ -171,3 +171,15 @@ def test_a_signal_inside_fit_saves_then_stops_and_resume_matches(media, tmp_path
     assert [h["epoch"] for h in fit(resumed, stage="overfit", epochs=4, lr_at=lr)] == [1, 2, 3, 4]
     for (name, p), q in zip(ref.model.named_parameters(), resumed.model.parameters()):
         assert torch.equal(p, q), name
+
+
+def test_checkpoint_every_option(capsys):
+    from nvc_pipe import cli
+
+    parse = cli.build_parser().parse_args
+    assert parse(["encode", "i.mp4", "-o", "o.mkv"]).checkpoint_every is None  # api default: 5 minutes
+    assert parse(["encode", "i.mp4", "-o", "o.mkv", "--checkpoint-every", "2m"]).checkpoint_every == 120
+    assert parse(["encode", "i.mp4", "-o", "o.mkv", "--checkpoint-every", "0"]).checkpoint_every == 0
+    with pytest.raises(SystemExit) as exc:
+        parse(["encode", "i.mp4", "-o", "o.mkv", "--checkpoint-every", "soon"])
+    assert exc.value.code == 2 and "expected a duration such as 30s or 5m" in capsys.readouterr().err

@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/memory.py [--frames 48] [--size 64x64] [--segment-frames 8] [--epochs 1]
                                           [--container nvc|mkv] [--markdown]
+    .venv/bin/python benchmarks/memory.py --single 4096x4096 [--steps 3] [--limit-gib 4]
+
+`--single WxH`: one frame of that size instead (issue 15: a 4096x4096 frame encodes at the tiny preset within
+4 GiB RSS); the encode trains `--steps` steps if given (memory does not depend on the step count, the time
+does), and the exit code is 1 when a peak passes `--limit-gib`.
 
 Makes raw yuv420p clips of N and 2N frames (a moving gradient), encodes each with the tiny preset on CPU, one
 segment every `--segment-frames` frames, then decodes the stream to a .y4m. Every command runs in its own process
@@ -60,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--container", choices=("nvc", "mkv"), default="nvc")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--single", metavar="WxH", help="one frame of this size (instead of N and 2N frames)")
+    p.add_argument("--steps", type=int, help="with --single: training steps in all (default: the preset's)")
+    p.add_argument("--limit-gib", type=float, default=4.0, help="with --single: the RSS target")
     args = p.parse_args(argv)
+    if args.single:
+        return single(args)
     w, h = (int(v) for v in args.size.lower().split("x"))
     py = sys.executable
     rows = []
@@ -100,6 +110,30 @@ def main(argv: list[str] | None = None) -> int:
     (a, b) = rows[1], rows[2]
     print(f"2x frames: encode peak {float(b[2]) / float(a[2]):.2f}x, decode peak {float(b[4]) / float(a[4]):.2f}x")
     return 0
+
+
+def single(args) -> int:
+    """One frame of `args.single`: encode (tiny preset, CPU) and decode peak RSS against `args.limit_gib`."""
+    w, h = (int(v) for v in args.single.lower().split("x"))
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="nvc-mem-") as tmp:
+        src, stream, out = Path(tmp) / "one.yuv", Path(tmp) / "one.nvc", Path(tmp) / "one.y4m"
+        write_yuv(src, w, h, 1)
+        train = ["--steps", str(args.steps)] if args.steps else []
+        enc_rss, enc_t, rc1 = measure([py, "-m", "nvc_pipe", "encode", str(src), "-o", str(stream), "--size",
+                                       args.single, "--fps", "25", "--pix-fmt", "yuv420p", "--preset", "tiny",
+                                       *train, "--device", "cpu", "-q", "-y"])
+        dec_rss, dec_t, rc2 = (0.0, 0.0, 1) if rc1 else measure(
+            [py, "-m", "nvc_pipe", "decode", str(stream), "-o", str(out), "--device", "cpu", "-y"])
+        size = stream.stat().st_size if stream.exists() else 0
+    limit = args.limit_gib * 1024
+    print(f"one {w}x{h} yuv420p frame, preset tiny{' --steps ' + str(args.steps) if args.steps else ''}, CPU")
+    print("| encode peak RSS MiB | encode s | decode peak RSS MiB | decode s | stream bytes | "
+          f"within {args.limit_gib:g} GiB |")
+    print("|---|---|---|---|---|---|")
+    ok = not rc1 and not rc2 and enc_rss <= limit and dec_rss <= limit
+    print(f"| {enc_rss:.0f} | {enc_t:.1f} | {dec_rss:.0f} | {dec_t:.1f} | {size} | {'yes' if ok else 'NO'} |")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

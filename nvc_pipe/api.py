@@ -23,7 +23,9 @@ import torch
 from . import __version__
 from .bitstream.spec import (MAGIC, AccessUnit, SequenceHeader, check_access_unit, pack_stream_header,
                              parse_stream_header, split_access_units)
-from .checkpoint import Checkpoint, input_identity
+from .checkpoint import DEFAULT_STEP_EVERY_S, Checkpoint, input_identity
+from .diskcheck import check_free_space
+from .diskcheck import estimate as estimate_disk
 from .errors import BitstreamError, ConfigError, InputError
 from .intra.frames import ALL_INTRA, IntraSpec, encode_section, image_codec_for, merge, split_section
 from .intra.image import MAGIC_IMAGE
@@ -159,7 +161,8 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                 progress: bool = True, resume: bool = False, intra: str | None = None,
                 intra_quality: int | None = None, intra_period: int | None = None, drop_alpha: bool = False,
                 overwrite: bool = True, select: Selection | None = None,
-                on_plan: Callable[[dict], Callable[[int], None] | None] | None = None) -> dict:
+                on_plan: Callable[[dict], Callable[[int], None] | None] | None = None,
+                checkpoint_every: float | None = None) -> dict:
     """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
 
     The video plugin configures itself for the clip (`configure`: preset, `target` — a `nvc_pipe.rate.Target`,
@@ -167,7 +170,9 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
     such as steps, time_limit, epochs, seed) before any training; `on_plan(plan)` then sees the plan (network
     size, steps, estimated seconds) and may return a `tick(n)` callback that is advanced by optimisation steps.
     Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
-    the directory is removed on success; `resume=True` continues an interrupted encode from there.
+    the directory is removed on success; `resume=True` continues an interrupted encode from there. Inside a
+    training stage a step checkpoint is saved every `checkpoint_every` seconds (None: 5 min) and on SIGINT/SIGTERM
+    (0: neither).
     `intra="balle"` codes the first frame of each segment (and every `intra_period`-th) with that image codec;
     `codec="balle"` (an image codec's name) codes every frame that way, with no video plugin.
     """
@@ -207,6 +212,9 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
             if plan.get("stream_bpp") is not None and clip.payload_bytes(plan["stream_bpp"]) <= 0:
                 raise ConfigError(f"the target is below what the stream's headers alone cost "
                                   f"({clip.overhead_bytes} bytes): ask for a higher rate")
+            copied = os.path.getsize(src.path) if container == "mkv" and src.copied_streams else 0
+            checkpoints = (input_path != "-" or resume) and output_path != "-"
+            check_free_space(output_path, estimate_disk(plan, clip, copied, checkpoints))  # exit 4 before training
             tick = on_plan(plan) if on_plan is not None else None
         settings = plugin.settings(cfg) if plugin else {}
         ckpt = None
@@ -216,7 +224,8 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                    "intra": spec.to_dict() if spec else {}, "segment_frames": segment_frames,
                    "raw": dataclasses.asdict(raw) if raw else None, "device": dev.type,
                    "payload_version": plugin.payload_version if plugin else 1}
-            ckpt = Checkpoint(output_path, key, resume)
+            ckpt = Checkpoint(output_path, key, resume,
+                              step_every=DEFAULT_STEP_EVERY_S if checkpoint_every is None else checkpoint_every)
         dec = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
         aimed_bpp = plan.get("stream_bpp") if plan else None
         steps_per_segment = plan["steps"] / max(1, -(-clip.frames // clip.segment_frames)) if plan else 0

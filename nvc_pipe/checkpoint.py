@@ -7,11 +7,15 @@ Directory `<output>.nvc-partial/` next to the output, removed when the encode su
     seg00003.json            its report and per-frame quality
     seg00003.state.npz       the model after the last finished training stage of an unfinished segment
     seg00003.state.json      which stage that was, and the report so far
+    seg00003.step.npz        inside the training stage in progress: model, optimizer, RNG states, data order
+    seg00003.step.json       which stage and step that is (written every --checkpoint-every and on SIGINT/SIGTERM;
+                             nvc_pipe/checkpoint_step.py)
 
 Arrays go through `np.savez` and come back with `allow_pickle=False`; JSON for the rest: no pickle. Every file
 is written to a temporary name and renamed, so a kill leaves either the old or the new version. Training stages
 reseed their random generators from the config, so resuming at a stage boundary gives the same bytes as an
-uninterrupted run (on the same device).
+uninterrupted run (on the same device); a step checkpoint holds every state the training loop draws on, so resuming
+inside a stage does too.
 """
 
 from __future__ import annotations
@@ -35,11 +39,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class Checkpoint:
-    """Checkpoint store for one output file."""
+DEFAULT_STEP_EVERY_S = 300.0  # --checkpoint-every: seconds of training between step checkpoints
 
-    def __init__(self, output_path: str, key: dict, resume: bool) -> None:
+
+class Checkpoint:
+    """Checkpoint store for one output file; `step_every` seconds between step checkpoints (0: none, not even on
+    SIGINT/SIGTERM)."""
+
+    def __init__(self, output_path: str, key: dict, resume: bool, step_every: float = DEFAULT_STEP_EVERY_S) -> None:
         self.dir = Path(output_path + ".nvc-partial")
+        self.step_every = step_every
         self.key = json.dumps(key, sort_keys=True, default=str)
         try:
             if self.dir.exists() and resume:
@@ -86,7 +95,7 @@ class Checkpoint:
             self._ensure_dir()
             _write_atomic(self.dir / f"seg{index:05d}.json", json.dumps(meta).encode())
             _write_atomic(self.dir / f"seg{index:05d}.au", au)  # last: an .au marks a finished segment
-            for suffix in (".state.npz", ".state.json"):
+            for suffix in (".state.npz", ".state.json", ".step.npz", ".step.json"):
                 (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
 
     # finished stages of the segment in progress
@@ -110,6 +119,26 @@ class Checkpoint:
             os.replace(tmp, self.dir / f"seg{index:05d}.state.npz")
             _write_atomic(self.dir / f"seg{index:05d}.state.json",
                           json.dumps({"stage": stage, "report": report}).encode())
+            for suffix in (".step.npz", ".step.json"):  # the stage they were inside has finished
+                (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
+
+    # inside the training stage in progress (nvc_pipe/checkpoint_step.py builds and reads these)
+    def step_state(self, index: int) -> tuple[dict, dict[str, np.ndarray]] | None:
+        meta, arrays = self.dir / f"seg{index:05d}.step.json", self.dir / f"seg{index:05d}.step.npz"
+        if not (meta.exists() and arrays.exists()):
+            return None
+        with np.load(arrays, allow_pickle=False) as z:
+            return json.loads(meta.read_text()), {k: z[k] for k in z.files}
+
+    def save_step(self, index: int, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Arrays first, then the JSON that names them: a kill between the two leaves a pair that does not match
+        (`step` differs), which the loader refuses, so the stage restarts from its beginning."""
+        with self._saving():
+            self._ensure_dir()
+            tmp = self.dir / f"seg{index:05d}.step.tmp.npz"
+            np.savez(tmp, **arrays)
+            os.replace(tmp, self.dir / f"seg{index:05d}.step.npz")
+            _write_atomic(self.dir / f"seg{index:05d}.step.json", json.dumps(meta).encode())
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -103,6 +103,18 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _interval(text: str) -> float:
+    """--checkpoint-every: a duration as --time-limit takes it, or 0 (off)."""
+    from .rate import parse_duration
+
+    if text.strip() in ("0", "0s", "off"):
+        return 0.0
+    try:
+        return parse_duration(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30s or 5m, or 0 (off), got {text!r}") from None
+
+
 def _float_arg(text: str) -> float:
     try:
         return float(text)
@@ -174,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     enc.add_argument("--resume", action="store_true",
                      help="continue an interrupted encode from its checkpoints (OUTPUT.nvc-partial/)")
+    enc.add_argument("--checkpoint-every", type=_interval, metavar="T",
+                     help="save the training state this often (and on Ctrl-C/SIGTERM) for --resume: 30s, 5m; "
+                          "0 = only between stages (default: 5m)")
     enc.add_argument("--json", action="store_true", help="print the encode report as JSON")
     enc.add_argument("-y", "--overwrite", action="store_true", help="overwrite the output if it exists")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -274,7 +289,7 @@ def _cmd_encode(args) -> int:
                              progress=not args.quiet and not args.json, resume=args.resume, intra=args.intra,
                              intra_quality=args.intra_quality, intra_period=args.intra_period,
                              drop_alpha=args.drop_alpha, overwrite=args.overwrite or args.resume,
-                             select=_selection(args), on_plan=bar)
+                             select=_selection(args), on_plan=bar, checkpoint_every=args.checkpoint_every)
     finally:
         bar.close()
     out = sys.stderr if args.output == "-" else sys.stdout  # stdout holds the stream

@@ -7,6 +7,11 @@ standard five scale weights; frames too small for five scales use as many scales
 dropped coarse scales removed and the rest renormalised (documented deviation; the reference refuses them).
 bpp counts pixels once (not ×3): bytes·8 / (frames·width·height).
 
+Large frames (more than `LARGE_PIXELS`, e.g. 4096×4096) are measured in bounded memory: PSNR sums squared
+differences a block of rows at a time (integer samples exactly, in int64); MS-SSIM runs one channel at a time (a
+third of the full-resolution temporaries; the same per-channel values, averaged as before). Smaller frames and
+training patches take the plain path.
+
 The MS-SSIM window and scale weights are built once per (window, scales, device, dtype) and reused: making them
 at every loss call copied host values to the GPU, a host sync in every training step.
 """
@@ -22,6 +27,7 @@ import torch.nn.functional as F
 
 PSNR_CAP_DB = 100.0
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+LARGE_PIXELS = 1 << 22
 
 
 def psnr_db(mse: float, max_value: float = 1.0) -> float:
@@ -32,6 +38,15 @@ def psnr_db(mse: float, max_value: float = 1.0) -> float:
 
 def frame_psnr(a: np.ndarray, b: np.ndarray, max_value: float) -> float:
     """PSNR of one frame (any shape), from integer or float arrays on the same scale."""
+    if a.size > 3 * LARGE_PIXELS and a.ndim > 1 and a.shape == b.shape:  # a block of rows at a time
+        exact = a.dtype.kind in "ui" and b.dtype.kind in "ui"
+        kind = np.int64 if exact else np.float64
+        rows = max(1, (1 << 20) // a[0].size)
+        total = 0 if exact else 0.0
+        for i in range(0, a.shape[0], rows):
+            d = a[i : i + rows].astype(kind) - b[i : i + rows].astype(kind)
+            total += int(np.sum(d * d)) if exact else float(np.sum(d * d))
+        return psnr_db(total / a.size, max_value)
     d = a.astype(np.float64) - b.astype(np.float64)
     return psnr_db(float(np.mean(d * d)), max_value)
 
@@ -89,6 +104,9 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, data_range: floa
     Returns:
         (N,) tensor in [0, 1] (float32 math whatever the input dtype).
     """
+    if x.shape[1] * x.shape[2] > LARGE_PIXELS and x.shape[-1] > 1:
+        per_channel = [ms_ssim(x[..., c : c + 1], y[..., c : c + 1], window, data_range) for c in range(x.shape[-1])]
+        return torch.stack(per_channel, dim=0).mean(0)
     x = x.permute(0, 3, 1, 2).float()
     y = y.permute(0, 3, 1, 2).float()
     side = min(x.shape[-2:])

@@ -42,6 +42,7 @@ class Work:
     report: dict = field(default_factory=dict)
     budget_bytes: int | None = None  # payload bytes this segment may spend (rate control; None = no target)
     tick: Callable[[int], None] | None = None  # advance the whole-encode progress bar by n optimisation steps
+    checkpoint: "Checkpoint | None" = None  # set by run_stages: training loops save step checkpoints there
 
 
 class Stage(NamedTuple):
@@ -61,6 +62,7 @@ def run_stages(stages: list[Stage], work: Work, checkpoint: "Checkpoint | None" 
     stage received it (weights, masks, report) and runs the stage again (with a warning) on `shrink(work.config)`,
     the plugin's lighter config (e.g. half the batch), until it returns None.
     """
+    work.checkpoint = checkpoint
     saved = checkpoint.stage_state(work.segment.index) if checkpoint else None
     names = [s.name for s in stages]
     skip_until = names.index(saved["stage"]) if saved and saved["stage"] in names else -1

@@ -86,3 +86,55 @@ def test_frames_smaller_than_the_ssim_window_encode(tmp_path):
                                  overrides={"epochs": 2})
         assert report["frames"] == 2 and report["ms_ssim"] is None
         assert len(list(api.decode_frames(str(out), device="cpu"))) == 2
+
+
+def _small_fs_works() -> bool:
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+def _encode_on_small_fs(tmp_path, src, size: int, *extra) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`nvc encode` with its output on a real tmpfs of `size` bytes (a private mount namespace: no privileges);
+    returns the process and what the file system held afterwards."""
+    mnt = tmp_path / f"fs{size}"
+    mnt.mkdir()
+    cmd = [sys.executable, "-m", "nvc_pipe", "encode", str(src), "-o", str(mnt / "x.mkv"), *TINY, *extra]
+    listing = tmp_path / f"ls{size}"
+    script = 'mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; shift 3; "$@"; rc=$?; ls -A "$0" > "$LS"; exit $rc'
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, str(mnt), str(size),
+                           str(mnt), "--", *cmd], capture_output=True, timeout=300,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1", LS=str(listing)))
+    assert proc.returncode != 99, proc.stderr
+    return proc, listing.read_text().split()
+
+
+def _disk_estimate(src, epochs: int) -> dict:
+    """What the encode will ask for: the plan of the same configuration, through diskcheck.estimate."""
+    from nvc_pipe.diskcheck import estimate
+    from nvc_pipe.media.demux import open_video
+    from nvc_pipe.plugins import load_codec
+
+    plugin = load_codec("hinerv")
+    with open_video(str(src)) as video:
+        seg = next(video.segments(None))
+        cfg, clip = api.clip_for(plugin, "tiny", None, {"epochs": epochs}, video.info, len(seg), None,
+                                 api.resolve_device("cpu"))
+    return estimate(plugin.plan(cfg, clip), clip)
+
+
+@pytest.mark.skipif(not _small_fs_works(), reason="no unprivileged mount namespaces (unshare) on this machine")
+def test_free_disk_below_the_estimate_is_exit_4_before_training(tmp_path):
+    """On a real small file system: less free than the plan's output + checkpoints is refused at once (exit 4, one
+    line, nothing written); as much as the estimate is enough for the whole encode."""
+    src = _clip(tmp_path / "src.mp4", size="64x48")
+    need = _disk_estimate(src, 1)["total"]
+    page = 4096
+    short = (need // page - 1) * page  # tmpfs sizes are whole pages
+    proc, left = _encode_on_small_fs(tmp_path, src, short, "--epochs", "1")
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    assert err.count("\n") == 1 and "not enough free disk" in err and "checkpoints" in err, err
+    assert left == []
+    proc, left = _encode_on_small_fs(tmp_path, src, -(-need // page) * page, "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert left == ["x.mkv"]

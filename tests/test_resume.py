@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ import time
 
 import pytest
 import torch
+
+from media_factory import FFMPEG, run
 
 from nvc_pipe import api
 from nvc_pipe.pipeline import Stage, Work, run_stages
@@ -62,11 +65,12 @@ def test_resume_refuses_other_settings(media, tmp_path):
 def test_sigterm_leaves_no_output(media, tmp_path):
     out = tmp_path / "t.mkv"
     proc = subprocess.Popen([sys.executable, "-m", "nvc_pipe", "encode", str(media["qcif"]), "-o", str(out),
-                             "--preset", "tiny", "--epochs", "100000", "--quiet"], stderr=subprocess.PIPE)
+                             "--preset", "tiny", "--epochs", "100000", "--quiet", "--checkpoint-every", "0"],
+                            stderr=subprocess.PIPE)
     time.sleep(6)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    # interrupted inside the first stage: nothing was saved, so no --resume hint (it would find nothing)
+    # interrupted inside the first stage with step checkpoints off: nothing was saved, so no --resume hint
     assert proc.returncode == 130 and err.decode().strip().endswith("interrupted"), err
     assert not out.exists()
     assert os.listdir(tmp_path) == []
@@ -90,3 +94,92 @@ def test_cuda_oom_halves_the_batch(media):
         work = Work(seg, src.info, preset, torch.device("cpu"), progress=False)
     work = run_stages([Stage("overfit", stage)], work, shrink=codec.shrink)
     assert seen == [4, 2, 1] and len(work.report["warnings"]) == 2
+
+
+def _encode(src, out, *extra, verbose=False):
+    return [sys.executable, "-m", "nvc_pipe", *(["--verbose"] if verbose else []), "encode", str(src), "-o", str(out),
+            "--preset", "tiny", "--epochs", "40", "--device", "cpu", "--quiet", *extra]
+
+
+def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread):
+    """A real `nvc encode` interrupted mid-stage (after a step checkpoint landed) resumes at that step, and the
+    stream equals an uninterrupted run's byte for byte (that one in this process, one thread as the CLI runs)."""
+    src = tmp_path / "src.mkv"
+    r = run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.08", "-c:v", "ffv1",
+             str(src)])
+    assert r.returncode == 0, r.stderr
+    ref = tmp_path / "ref.nvc"
+    api.encode_file(str(src), str(ref), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False)
+    out = tmp_path / "out.nvc"
+    step = tmp_path / "out.nvc.nvc-partial" / "seg00000.step.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(_encode(src, out, "--checkpoint-every", "0.05s"), stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not step.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.decode().strip().endswith("interrupted (continue with --resume)"), err
+    assert not out.exists()
+    meta = json.loads(step.read_text())  # saved on the signal, inside a training stage
+    assert meta["stage"] in ("overfit", "prune", "qat") and meta["step"] > 0
+    r = subprocess.run(_encode(src, out, "--resume", verbose=True), env=env, timeout=300, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{meta['stage']} resumed at step {meta['step']}" in r.stderr.decode()
+    assert out.read_bytes() == ref.read_bytes()
+    assert not os.path.exists(str(out) + ".nvc-partial")
+
+
+def _tiny_work(media, store):
+    """A HiNeRV tiny segment after its patch and init stages (a fresh model, as a new process builds it)."""
+    from nvc_hinerv.codec import PRESETS, codec
+    from nvc_pipe.media.demux import open_video
+
+    preset = PRESETS["tiny"]
+    with open_video(str(media["odd"])) as src:
+        work = Work(next(src.segments(None)), src.info, preset, torch.device("cpu"), progress=False)
+    for stage in codec.stages(preset)[:2]:  # patch, init
+        work = stage.run(work)
+    work.checkpoint = store
+    return work
+
+
+def test_a_signal_inside_fit_saves_then_stops_and_resume_matches(media, tmp_path, one_thread):
+    """In process: SIGINT during a step of `fit` lets the step finish, saves a step checkpoint, then stops; a
+    fresh model resumed from it ends with the uninterrupted run's exact weights; another stage ignores it."""
+    from nvc_pipe.checkpoint import Checkpoint
+    from nvc_pipe.stages.overfit import fit
+
+    lr = lambda step, spe: 1e-2  # noqa: E731
+    ref = _tiny_work(media, None)
+    fit(ref, stage="overfit", epochs=4, lr_at=lr)
+    store = Checkpoint(str(tmp_path / "o.nvc"), {"k": 1}, resume=False, step_every=3600)  # only on the signal
+    work = _tiny_work(media, store)
+    steps = []
+
+    def interrupt_at_5():
+        steps.append(1)
+        if len(steps) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(work, stage="overfit", epochs=4, lr_at=lr, after_step=interrupt_at_5)
+    assert len(steps) == 5 and store.step_state(0)[0]["step"] == 5
+    other = _tiny_work(media, store)
+    assert len(fit(other, stage="prune", epochs=1, lr_at=lr)) == 1  # not its checkpoint: starts over
+    resumed = _tiny_work(media, store)
+    assert [h["epoch"] for h in fit(resumed, stage="overfit", epochs=4, lr_at=lr)] == [1, 2, 3, 4]
+    for (name, p), q in zip(ref.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_checkpoint_every_option(capsys):
+    from nvc_pipe import cli
+
+    parse = cli.build_parser().parse_args
+    assert parse(["encode", "i.mp4", "-o", "o.mkv"]).checkpoint_every is None  # api default: 5 minutes
+    assert parse(["encode", "i.mp4", "-o", "o.mkv", "--checkpoint-every", "2m"]).checkpoint_every == 120
+    assert parse(["encode", "i.mp4", "-o", "o.mkv", "--checkpoint-every", "0"]).checkpoint_every == 0
+    with pytest.raises(SystemExit) as exc:
+        parse(["encode", "i.mp4", "-o", "o.mkv", "--checkpoint-every", "soon"])
+    assert exc.value.code == 2 and "expected a duration such as 30s or 5m" in capsys.readouterr().err

@@ -389,6 +389,13 @@ class VideoSource:
             yield rgb, pts
 
     @property
+    def copied_streams(self) -> int:
+        """How many audio/subtitle streams an MKV output would copy from :attr:`path` (0 without a path)."""
+        if self.path is None:
+            return 0
+        return sum(1 for s in self._container.streams if s.type in ("audio", "subtitle"))
+
+    @property
     def copy_window(self) -> tuple[Fraction, Fraction | None] | None:
         """With a :attr:`selection`, after reading: ``(start, end)`` of the kept frames in the input's seconds
         (``end`` ``None`` when the input ran out first), for cutting the copied audio the same way."""

@@ -19,17 +19,19 @@ from __future__ import annotations
 import logging
 import math
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from ..checkpoint_step import Position, open_step_checkpoint
 from ..errors import ConfigError
 from ..metrics import frame_psnr, ms_ssim
 from ..pipeline import Work
 from ..precision import training_math
-from .patch import PatchData
+from .patch import RENDER_TILE_PIXELS, PatchData, render_frames, render_tile
 
 log = logging.getLogger(__name__)
 Forward = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor | None, tuple[int, int] | None], torch.Tensor]
@@ -110,10 +112,13 @@ def evaluate(model: torch.nn.Module, data: PatchData, forward: Forward = default
     """Frame-mode quality of the current model over the segment (float output, cropped to the source size)."""
     model.eval()
     psnrs, ssims = [], []
+    big = data.coded_size[0] * data.coded_size[1] > RENDER_TILE_PIXELS
+    chunk = 1 if big else chunk  # large frames: one at a time, rendered by tiles (bounded memory)
     for start in range(0, data.num_frames, chunk):
         t = torch.arange(start, min(start + chunk, data.num_frames), device=data.frames.device)
         with _autocast(data.frames.device):
-            pred = forward(model, t, None, None).float().clamp(0, 1)[:, : data.height, : data.width]
+            pred = render_frames(forward, model, t, data.coded_size, render_tile(data.multiple))
+            pred = pred.float().clamp(0, 1)[:, : data.height, : data.width]
         target = data.frame_targets(t)[:, : data.height, : data.width]
         for p, g in zip(pred, target):
             psnrs.append(frame_psnr(p.cpu().numpy(), g.cpu().numpy(), 1.0))
@@ -168,43 +173,58 @@ def _fit(work: Work, stage: str, epochs: int, lr_at: Callable[[int, int], float]
         loss.backward()
         return loss
 
-    history = []
+    # Step checkpoints (--checkpoint-every, SIGINT/SIGTERM; nvc_pipe/checkpoint_step.py): `at` is where a
+    # resumed stage goes on, None for a fresh start.
+    saver = open_step_checkpoint(work.checkpoint, work.segment.index, stage,
+                                 {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "batch": batch,
+                                  "patches": n_patches})
+    at = saver.resume(model, opt, gen, device) if saver is not None else None
+    history = at.history if at else []
     model.train()
-    bar = tqdm(range(epochs), desc=f"seg {work.segment.index} {stage}", unit="ep", disable=not work.progress,
-               leave=False, dynamic_ncols=True)
-    step = 0
-    for epoch in bar:
-        order = torch.randperm(n_patches, generator=gen)[: steps_per_epoch * batch].to(device)
-        loss_sum = torch.zeros((), device=device)
-        for i in range(steps_per_epoch):
-            origins = data.origins[order[i * batch : (i + 1) * batch]]
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, steps_per_epoch)
-            try:
-                loss = train_step(train_forward, train_loss, origins)
-            except Exception as exc:  # only the compiled first step falls back; OOM goes to the pipeline
-                if step or train_loss is loss_fn or isinstance(exc, torch.cuda.OutOfMemoryError):
-                    raise
-                note = f"{stage}: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); trained eager"
-                work.report.setdefault("warnings", []).append(note)
-                log.warning("%s", note)
-                train_forward, train_loss = forward, loss_fn
-                loss = train_step(train_forward, train_loss, origins)
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if after_step is not None:
-                after_step()
-            loss_sum += loss.detach()
-            step += 1
-            if work.tick is not None:
-                work.tick(1)
-        entry = {"stage": stage, "epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch}
-        last = epoch + 1 == epochs
-        if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-            entry.update(evaluate(model, data, forward))
-            bar.set_postfix(loss=f"{entry['loss']:.4f}", psnr=f"{entry['psnr_db']:.2f}")
-        history.append(entry)
+    first_epoch = at.epoch if at else 0
+    bar = tqdm(range(first_epoch, epochs), desc=f"seg {work.segment.index} {stage}", unit="ep",
+               disable=not work.progress, leave=False, dynamic_ncols=True, initial=first_epoch, total=epochs)
+    step = at.step if at else 0
+    with saver.deferred_signals() if saver is not None else nullcontext():
+        for epoch in bar:
+            if at is not None and epoch == at.epoch:
+                order, first, loss_sum = at.order, at.index, at.loss_sum
+            else:
+                order = torch.randperm(n_patches, generator=gen)[: steps_per_epoch * batch].to(device)
+                first, loss_sum = 0, torch.zeros((), device=device)
+            for i in range(first, steps_per_epoch):
+                origins = data.origins[order[i * batch : (i + 1) * batch]]
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, steps_per_epoch)
+                try:
+                    loss = train_step(train_forward, train_loss, origins)
+                except Exception as exc:  # only the compiled first step falls back; OOM goes to the pipeline
+                    if step or train_loss is loss_fn or isinstance(exc, torch.cuda.OutOfMemoryError):
+                        raise
+                    note = f"{stage}: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); trained eager"
+                    work.report.setdefault("warnings", []).append(note)
+                    log.warning("%s", note)
+                    train_forward, train_loss = forward, loss_fn
+                    loss = train_step(train_forward, train_loss, origins)
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                if after_step is not None:
+                    after_step()
+                loss_sum += loss.detach()
+                step += 1
+                if work.tick is not None:
+                    work.tick(1)
+                if saver is not None and saver.due():
+                    saver.save(model, opt, gen, Position(step, epoch, i + 1, order, loss_sum, history))
+            entry = {"stage": stage, "epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch}
+            last = epoch + 1 == epochs
+            if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+                entry.update(evaluate(model, data, forward))
+                bar.set_postfix(loss=f"{entry['loss']:.4f}", psnr=f"{entry['psnr_db']:.2f}")
+            history.append(entry)
+        if saver is not None and saver.interrupted:  # the signal came during the last evaluation
+            saver.save(model, opt, gen, Position(step, epochs, 0, None, None, history))
     bar.close()
     return history
 

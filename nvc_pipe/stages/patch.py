@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from ..pipeline import Work
 
+RENDER_TILE_PIXELS = 1 << 22  # frames above this many (coded) pixels render in tiles of at most 1 << 20
+
 
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
@@ -35,6 +37,7 @@ class PatchData:
     width: int
     patch: tuple[int, int]  # (ph, pw), multiples of the model's upsampling product
     origins: torch.Tensor  # (P, 3) int64: (t, y, x) of every training patch
+    multiple: int = 1  # the model's upsampling product (patch sizes and origins are multiples of it)
 
     @property
     def num_frames(self) -> int:
@@ -65,6 +68,32 @@ def patch_origins(num_frames: int, coded: tuple[int, int], patch: tuple[int, int
     return torch.from_numpy(grid)
 
 
+def render_frames(forward, model: torch.nn.Module, t: torch.Tensor, coded: tuple[int, int],
+                  tile: tuple[int, int]) -> torch.Tensor:
+    """Frames `t` (N,) as (N, Hc, Wc, 3) from `forward(model, t, yx, size)`: one frame-mode call when the frame has
+    at most RENDER_TILE_PIXELS, else tiles of `tile` (multiples of the model's upsampling product, inside the frame;
+    the last row/column moved inwards, overlapping, as training patches are laid out)."""
+    hc, wc = coded
+    if hc * wc <= RENDER_TILE_PIXELS:
+        return forward(model, t, None, None)
+    th, tw = min(tile[0], hc), min(tile[1], wc)
+    origins = patch_origins(1, coded, (th, tw))[:, 1:].tolist()
+    out = None
+    for y, x in origins:
+        yx = torch.tensor([[y, x]], device=t.device).expand(t.shape[0], 2)
+        part = forward(model, t, yx, (th, tw))
+        if out is None:
+            out = part.new_empty((t.shape[0], hc, wc, part.shape[-1]))
+        out[:, y : y + th, x : x + tw] = part
+    return out
+
+
+def render_tile(multiple: int, side: int = 1024) -> tuple[int, int]:
+    """The largest square tile of at most `side` pixels a side that is a multiple of `multiple`."""
+    edge = max(multiple, side // multiple * multiple)
+    return edge, edge
+
+
 def make_patch_data(rgb: np.ndarray, max_value: int, multiple: int, patch: tuple[int, int] | None,
                     device: torch.device) -> PatchData:
     """Build `PatchData` from (T, H, W, 3) frames; `patch=None` trains on whole (coded) frames."""
@@ -81,7 +110,7 @@ def make_patch_data(rgb: np.ndarray, max_value: int, multiple: int, patch: tuple
     else:
         size = (min(round_up(patch[0], multiple), hc), min(round_up(patch[1], multiple), wc))
     origins = patch_origins(t, (hc, wc), size).to(device)
-    return PatchData(frames, max_value, h, w, size, origins)
+    return PatchData(frames, max_value, h, w, size, origins, multiple)
 
 
 def run(work: Work, multiple: int) -> Work:

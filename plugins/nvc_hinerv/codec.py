@@ -147,7 +147,7 @@ class HiNeRVCodec:
                 bpp = max(bpp, ratecontrol.smallest_bpp(base.model, clip))
             model = ratecontrol.size_network(base.model, clip, clip.payload_bytes(bpp))
         factor = scale_product(model)
-        train = base.train
+        train = _patches_for_large_frames(base.train, clip, factor)
         if "epochs" in ov:
             train = _scaled_epochs(train, ov["epochs"])
         elif "steps" in ov or name not in FIXED_LENGTH:
@@ -223,9 +223,11 @@ class HiNeRVCodec:
     def decode_segment(self, payload: bytes, config: HiNeRVConfig, num_frames: int, height: int, width: int,
                        device: torch.device | str) -> Iterator[torch.Tensor]:
         model = self._load(payload, config, num_frames, height, width, device)
+        coded, tile = _coded(height, width, config), patch.render_tile(scale_product(config))
         with torch.no_grad():
-            for t in range(num_frames):
-                frame = model(torch.tensor([t], device=device), None, None)[0]
+            for t in range(num_frames):  # large frames by tiles (nvc_pipe.stages.patch.render_frames)
+                frame = patch.render_frames(overfit.default_forward, model, torch.tensor([t], device=device), coded,
+                                            tile)[0]
                 yield frame[:height, :width].float()
 
     def describe(self, payload: bytes, config: HiNeRVConfig, num_frames: int, height: int, width: int) -> dict:
@@ -241,6 +243,19 @@ class HiNeRVCodec:
         pruned = sum(int((~r.mask).sum()) for r in records.values() if r.mask is not None)
         return {"parameters": sum(math.prod(s) for _, s in shapes), "pruned_weights": pruned,
                 "coded_size": [hc, wc], "parameters_by_module": groups}
+
+
+WHOLE_FRAME_MAX_PIXELS = 1 << 22  # pixels of one whole-frame step above which training goes by patches
+LARGE_FRAME_PATCH = (512, 512)
+
+
+def _patches_for_large_frames(train: TrainConfig, clip: Clip, factor: int) -> TrainConfig:
+    """Whole-frame recipes (fast, tiny) train by LARGE_FRAME_PATCH patches when one step of whole frames would
+    hold more than WHOLE_FRAME_MAX_PIXELS (memory: a 4096x4096 frame at the tiny preset stays within 4 GiB)."""
+    hc, wc = patch.coded_size(clip.height, clip.width, factor)
+    if train.patch_size is not None or min(train.batch_size, clip.segment_frames) * hc * wc <= WHOLE_FRAME_MAX_PIXELS:
+        return train
+    return replace(train, patch_size=LARGE_FRAME_PATCH)
 
 
 def _scaled_epochs(train: TrainConfig, epochs: int) -> TrainConfig:

@@ -16,7 +16,8 @@ vs our C3, one frame"): Cool-Chic at HEAD just after v5.0.1, `cc_encode.py --n_i
     python benchmarks/c3_vs_anchor.py --image photo.png --no-anchor   # any picture (no anchor: RD table only)
 
 `--set SECTION.FIELD=JSON` changes one field of the image preset (SECTION: model, train or c3), for ablations.
-`--jobs N` runs N points at once (separate processes, one thread each).
+`--jobs N` runs N points at once (separate processes, one thread each). `--from-json A.json B.json …` encodes
+nothing: it prints the table and BD-rate of the points those runs saved (points run as separate jobs).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="write the points here")
+    ap.add_argument("--from-json", nargs="+", metavar="JSON", help="no encoding: the points of these earlier runs")
     ap.add_argument("--cache", default=os.path.join(os.path.dirname(__file__), "..", "out", "c3_anchor"))
     args = ap.parse_args(argv)
     lambdas = tuple(args.lambdas) if args.lambdas else QUICK if args.quick else LAMBDAS
@@ -122,6 +124,11 @@ def main(argv=None) -> int:
     anchor = not args.no_anchor and not args.image
     sets = _parse_sets(args.sets)
     points = []
+    if args.from_json:
+        runs = [json.load(open(f)) for f in args.from_json]
+        points = [p for r in runs for p in r["points"]]
+        image, args.steps, lambdas = runs[0]["image"], runs[0]["steps"], ()
+        args.sets = sorted({s for r in runs for s in r["sets"]})
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:  # each point reported (and saved) as it finishes
         futures = [pool.submit(run_point, image, lam, args.steps, sets, args.threads) for lam in lambdas]
         for fut in as_completed(futures):

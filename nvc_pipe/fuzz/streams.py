@@ -122,7 +122,7 @@ def make_seeds(directory: str) -> list[str]:
         clips = {"a32": (32, 32, 3, False, None, "hinerv", "tiny", None),
                  "b24": (24, 16, 3, True, 2, "hinerv", "tiny", None),
                  "c32": (32, 32, 4, False, None, "c3", "c3-tiny", None),
-                 "d16": (16, 16, 2, False, None, "c3", "c3-tiny-cool", None),  # C3 v2: shared residual ARM
+                 "d16": (16, 16, 2, False, None, "c3", "c3-tiny-cool", None),  # C3 v3: shared residual ARM
                  "i16": (16, 16, 2, False, None, "balle", None, None),
                  "e32": (32, 32, 3, False, None, "hinerv", "tiny", "evc")}
         for name, (w, h, n, ten, seg, codec, preset, intra) in clips.items():

@@ -165,7 +165,7 @@ def _entropy(work: Work) -> Work:
 
 class C3Codec:
     name = "c3"
-    payload_version = 2
+    payload_version = 3
     presets = PRESETS
     default_preset = DEFAULT_PRESET
 

@@ -7,7 +7,8 @@ One C3 model per spatio-temporal patch (C3, Kim et al. CVPR 2024; §1 of the ref
       upsample      ŷ_k · q_step → T × H × W, trilinear, half-pixel centres (no parameters), or `learned`:
                     hierarchical ×2 steps with a symmetric 8-tap separable filter per level (bicubic init)
       synthesis     per-pixel MLP (K → widths → 3, GELU or ReLU) → x + conv(x) → x + conv(act(x)) (3×3 per
-                    frame or 3×3×3, replicate padding, zero-initialised) → clip to [0, 1]
+                    frame or 3×3×3, replicate padding, zero-initialised) [+ linear(K → 3) of the upsampled
+                    latents, `synthesis_linear`: Cool-Chic's stabiliser] → clip to [0, 1]
     ARM per grid (or one shared) over the symbols: see arm.py. A grid with one latent frame gets no
     previous-frame context; `context_size` keeps the N nearest offsets per latent frame.
 
@@ -48,6 +49,7 @@ class C3Config:
     arm_linear: bool = False  # a linear context → (μ, raw) branch added to the ARM output (Cool-Chic)
     activation: str = "gelu"  # of the ARM (gelu_poly) and the synthesis (GELU), or "relu" (Cool-Chic's)
     upsampling: str = "trilinear"  # or "learned": ×2 steps, separable symmetric 8-tap filters per level (bicubic init)
+    synthesis_linear: bool = False  # a linear latents → RGB branch added to the synthesis output (Cool-Chic)
     patch_frames: int = 30
     patch_height: int = 180
     patch_width: int = 240
@@ -214,9 +216,10 @@ class LearnedUpsampling(nn.Module):
 
 
 class Synthesis(nn.Module):
-    """Per-pixel MLP (GELU) + two zero-initialised residual 3-channel convs."""
+    """Per-pixel MLP (GELU or ReLU) + two zero-initialised residual 3-channel convs (+ a linear K → 3 branch)."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...], per_frame_conv: bool, activation: str = "gelu"):
+    def __init__(self, in_channels: int, widths: tuple[int, ...], per_frame_conv: bool, activation: str = "gelu",
+                 linear: bool = False):
         super().__init__()
         self.act = F.gelu if activation == "gelu" else F.relu
         dims = (in_channels, *widths, 3)
@@ -228,6 +231,7 @@ class Synthesis(nn.Module):
             for c in self.res:
                 c.weight.zero_()
                 c.bias.zero_()
+        self.linear = nn.Linear(in_channels, 3, bias=False) if linear else None  # registered last: record order
 
     def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """x: (T, 3, H, W); replicate padding, valid convolution."""
@@ -245,8 +249,8 @@ class Synthesis(nn.Module):
                 h = self.act(h)
         x = h.permute(0, 3, 1, 2)
         x = x + self._conv(0, x)
-        x = x + self._conv(1, self.act(x))
-        return x.permute(0, 2, 3, 1)
+        x = (x + self._conv(1, self.act(x))).permute(0, 2, 3, 1)
+        return x + self.linear(feats) if self.linear is not None else x
 
 
 class PatchModel(nn.Module):
@@ -259,19 +263,27 @@ class PatchModel(nn.Module):
         self.cfg, self.shape = cfg, tuple(shape)
         self.windows = list(windows) if windows is not None else [(0, 0)] * num_windows(cfg)
         self.latents = nn.ParameterList(nn.Parameter(torch.zeros(s)) for s in grid_shapes(self.shape, cfg.num_grids))
-        self.synthesis = Synthesis(cfg.num_grids, cfg.synthesis_widths, cfg.per_frame_conv, cfg.activation)
+        self.synthesis = Synthesis(cfg.num_grids, cfg.synthesis_widths, cfg.per_frame_conv, cfg.activation,
+                                   cfg.synthesis_linear)
         self.upsampling = LearnedUpsampling(cfg.num_grids) if cfg.upsampling == "learned" else None
         contexts = contexts or grid_contexts(cfg, self.windows, self.shape)
         n_arms = cfg.num_grids if cfg.arm_per_grid else 1
         self.arms = nn.ModuleList(Arm(contexts[k], cfg.arm_widths, cfg.arm_residual, cfg.arm_linear, cfg.activation)
                                   for k in range(n_arms))
+        self.latent_gains = [2.0**k / cfg.q_step for k in range(cfg.num_grids)]  # encoder only (`set_latent_gain`)
+
+    def set_latent_gain(self, gain: float) -> None:
+        """Symbols = gain_k · g_k: C3's 2^k / q_step per grid (gain 0), or one gain for every grid (Cool-Chic's
+        encoder gain, 16). Encoder-side only: it sets how fast Adam moves each grid's symbols, the decoder never
+        sees it (it reads symbols)."""
+        self.latent_gains = [2.0**k / self.cfg.q_step if gain <= 0 else gain for k in range(self.cfg.num_grids)]
 
     def arm(self, k: int) -> Arm:
         return self.arms[k if self.cfg.arm_per_grid else 0]
 
     def unquantized_symbols(self, k: int) -> torch.Tensor:
-        """2^k · g_k / q_step: the grid in symbol units before quantization."""
-        return self.latents[k] * (2.0**k / self.cfg.q_step)
+        """gain_k · g_k (C3: 2^k / q_step): the grid in symbol units before quantization."""
+        return self.latents[k] * self.latent_gains[k]
 
     def render(self, symbols: list[torch.Tensor]) -> torch.Tensor:
         """Symbols per grid (float) → (T, H, W, 3) reconstruction, not clipped."""
@@ -310,7 +322,7 @@ def macs_per_pixel(cfg: C3Config, boxes: list[tuple[int, ...]]) -> float:
         arm = sum(math.prod(s) * arm_macs(len(contexts[k]), cfg.arm_widths, cfg.arm_linear)
                   for k, s in enumerate(grid_shapes((pt, ph, pw), cfg.num_grids)))
         dims = (cfg.num_grids, *cfg.synthesis_widths, 3)
-        mlp = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+        mlp = sum(a * b for a, b in zip(dims[:-1], dims[1:])) + 3 * cfg.num_grids * cfg.synthesis_linear
         res = 2 * (81 if cfg.per_frame_conv else 243)
         total += arm + n * (mlp + res) + _upsampling_macs(cfg, (pt, ph, pw))
         pixels += n

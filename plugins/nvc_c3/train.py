@@ -152,6 +152,7 @@ def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, 
 
 
 def init_model(model: PatchModel, target: torch.Tensor, preset: Preset) -> PatchModel:
+    model.set_latent_gain(preset.c3.latent_gain)
     if preset.c3.init_bias_with_mean:
         with torch.no_grad():
             model.synthesis.mlp[-1].bias.copy_(target.reshape(-1, 3).mean(0))

@@ -198,8 +198,9 @@ def test_learned_windows_over_several_odd_sized_patches():
         [tuple(v) for v in p["windows"]] for p in rep["patches"]]
 
 
-def test_fresh_process_decodes_the_v2_decoder_bit_exactly(tmp_path):
-    """The payload-v2 decoder (shared residual ARM + linear branch, ReLU, learned upsampling, whole-frame patches)
+def test_fresh_process_decodes_the_cool_decoder_bit_exactly(tmp_path):
+    """The Cool-Chic-like decoder (shared residual ARM + linear branch, ReLU, learned upsampling, linear synthesis
+    branch, whole-frame patches)
     in a 2-frame video: a fresh process decodes the encoder's latents and frames exactly."""
     t, h, w = 2, 16, 24
     rgb = make_clip(t, h, w, seed=2)

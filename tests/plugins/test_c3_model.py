@@ -83,6 +83,23 @@ def test_latent_grids_halve_time_and_space():
     with torch.no_grad():
         model.latents[2].fill_(0.3)
     assert torch.allclose(model.unquantized_symbols(2), torch.full((2, 3, 3), 4.0))
+    model.set_latent_gain(16.0)  # Cool-Chic's one encoder gain for every grid (encoder-side only)
+    assert torch.allclose(model.unquantized_symbols(2), torch.full((2, 3, 3), 4.8))
+    model.set_latent_gain(0.0)
+    assert torch.allclose(model.unquantized_symbols(2), torch.full((2, 3, 3), 4.0))
+
+
+def test_linear_synthesis_branch_adds_a_linear_map_of_the_latents():
+    cfg = C3Config(num_grids=2, synthesis_linear=True)
+    model = PatchModel(cfg, (1, 4, 5))
+    names = [n for n in model.network_parameters() if n.startswith("synthesis.")]
+    assert names[-1] == "synthesis.linear.weight"  # after the MLP and the residual convs (docs/bitstream.md §8.3)
+    feats = torch.randn(1, 4, 5, 2)
+    plain = PatchModel(C3Config(num_grids=2), (1, 4, 5))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "linear" not in k})
+    with torch.no_grad():
+        diff = model.synthesis(feats) - plain.synthesis(feats)
+    assert torch.allclose(diff, feats @ model.synthesis.linear.weight.T, atol=1e-6)
 
 
 def test_trilinear_upsampling_is_parameter_free_and_exact_on_constants():

@@ -30,7 +30,6 @@ import hashlib
 import importlib
 import json
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import numpy as np
 from nvc_pipe.errors import ConfigError, OutputError
 from nvc_pipe.executors import check_available as check_executor
 from nvc_pipe.executors import make_executor
+from nvc_pipe.media.atomic import write_atomic
 
 from . import baselines
 from .datasets import Planes, Source, open_dataset, write_y4m
@@ -337,9 +337,7 @@ def cache_path(out: Path, src: Source, curve: Curve, pt: PointSpec, key: dict) -
 
 def _write_json_atomic(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def _load_cached(path: Path, key: dict) -> dict | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .errors import ConfigError, NvcError
@@ -73,6 +74,7 @@ class RayExecutor:
         self._owned = False
         if not self.ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS") or "local"
+            check_reachable(address)
             ray_log = logging.getLogger("ray")
             level = ray_log.level
             ray_log.setLevel(logging.ERROR)  # its start-up notes would break the CLI's one-line output
@@ -153,6 +155,18 @@ class RayExecutor:
         if self._owned:
             self.ray.shutdown()
             self._owned = False
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A `host:port` nobody listens on makes `ray.init` retry for minutes: refuse it in seconds instead."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "local", "auto", ray:// client addresses: Ray's own handling
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach a Ray cluster at {address} ({exc.strerror or 'timed out'}; "
+                          "start one with `ray start --head`, or check --ray-address / RAY_ADDRESS)") from None
 
 
 def import_ray():

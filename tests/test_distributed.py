@@ -80,6 +80,26 @@ def test_driver_killed_then_resume(media, tmp_path, ray_cluster, local_bytes):
     assert out.read_bytes() == local_bytes and not partial.exists()
 
 
+def test_ctrl_c_cancels_the_tasks_and_leaves_no_output(media, tmp_path, ray_cluster):
+    import ray
+
+    out = tmp_path / "stopped.nvc"
+
+    def on_plan(plan):
+        def tick(n):  # on Ray the driver ticks when a segment lands: Ctrl-C right after the first one
+            raise KeyboardInterrupt
+        return tick
+
+    with pytest.raises(KeyboardInterrupt):
+        api.encode_file(str(media["odd"]), str(out), executor="ray", on_plan=on_plan, **ENCODE)
+    assert not out.exists()
+    assert len(list((tmp_path / "stopped.nvc.nvc-partial").glob("seg*.au"))) <= 1
+    deadline = time.monotonic() + 60  # the cancelled tasks give their CPUs back
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) == 2
+
+
 def test_eval_on_ray_gives_the_local_report_and_shares_the_cache(tmp_path, ray_cluster):
     from nvc_pipe.eval import cli as eval_cli
     from nvc_pipe.eval.datasets import write_synthetic_dataset
@@ -124,3 +144,14 @@ def test_executor_ray_without_ray_says_how_to_install(media, tmp_path, monkeypat
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "pip install 'nvc-pipe[ray]'" in err[0], err
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_an_unreachable_ray_address_is_refused_in_seconds():
+    from nvc_pipe.errors import ConfigError
+    from nvc_pipe.executors import check_reachable
+
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot reach a Ray cluster at 127.0.0.1:1"):
+        check_reachable("127.0.0.1:1")  # nothing listens on port 1: refused (ray.init would retry for minutes)
+    assert time.monotonic() - t0 < 10
+    check_reachable("local")  # not a host:port: left to Ray

@@ -425,6 +425,4 @@ def inspect_file(path: str) -> dict:
     }
 
 
-_info_from_header = info_from_header  # the fuzz harness and older tests use this name
-
 __all__ = ["encode_file", "decode_file", "decode_frames", "decode_segment", "inspect_file", "read_stream", "RawOptions"]

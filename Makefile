@@ -10,13 +10,14 @@ SAMPLE  := samples/bunny_256x144.mp4
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: $(VENV)/.installed ## create .venv and install nvc-pipe (editable) with test extras
+install: $(VENV)/.installed ## create .venv and install nvc-pipe (editable) with the test and ray extras
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch 2.13.0 is a local CPU wheel on our machines (seconds); elsewhere fall back to what pip resolves.
 	$(BIN)/pip install -q torch==2.13.0 || $(BIN)/pip install -q torch
-	$(BIN)/pip install -q -e '.[test]'
+	# the ray extra: tests/test_distributed.py runs a local Ray (measured 1-4 min to install from the registry)
+	$(BIN)/pip install -q -e '.[test,ray]'
 	touch $@
 
 ffmpeg: ## install Debian's ffmpeg/ffprobe when missing (the tests drive the real binaries)

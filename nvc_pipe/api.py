@@ -1,6 +1,7 @@
 """The library API behind the CLI: encode a file, decode a file, iterate decoded frames, inspect a stream.
 
-    encode_file: demux → per segment: codec stages → AU → (decode it back: measured quality) → stream → MKV/.nvc
+    encode_file: demux → segment jobs (`jobs.encode_segment`: codec stages → AU → decoded back: measured quality),
+                 run by an executor (`executors`: this process or Ray) → stream → MKV/.nvc (`container`)
     decode_file: MKV/.nvc → sequence header → per AU: plugin.decode_segment → integer RGB → sink
 
 Reports are plain dicts (JSON-able). Nothing here prints; errors are `NvcError`s.
@@ -15,47 +16,33 @@ import logging
 import os
 import time
 from fractions import Fraction
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from . import __version__
-from .bitstream.spec import (MAGIC, AccessUnit, SequenceHeader, check_access_unit, pack_stream_header,
-                             parse_stream_header, split_access_units)
+from .bitstream.spec import AccessUnit, SequenceHeader, check_access_unit, pack_stream_header
 from .checkpoint import DEFAULT_STEP_EVERY_S, Checkpoint, input_identity
+from .container import info_from_header, read_stream, stored_target, write_stream
 from .diskcheck import check_free_space
 from .diskcheck import estimate as estimate_disk
 from .errors import BitstreamError, ConfigError, InputError
-from .intra.frames import ALL_INTRA, IntraSpec, encode_section, image_codec_for, merge, split_section
-from .intra.image import MAGIC_IMAGE
+from .executors import check_available as check_executor
+from .executors import make_executor, resolve_device
+from .intra.frames import ALL_INTRA, IntraSpec, image_codec_for, split_section
+from .jobs import Decoder, FrameQuality, SegmentJob, SegmentResult, encode_segment, render_access_unit
+from .media.atomic import check_writable
 from .media.clip import Segment, VideoInfo
-from .media.convert import yuv_planes
 from .media.demux import RawOptions, Selection, count_frames, open_video
-from .media.atomic import atomic_output, check_writable
-from .media.mux import Packet, read_mkv, with_track_metadata, write_mkv
+from .media.mux import with_track_metadata
 from .media.sink import open_sink
-from .media.spool import spool_stdin, write_stdout
-from .metrics import bpp, frame_psnr, ms_ssim, psnr_yuv611
-from .pipeline import Work, run_stages
-from .precision import exact_math
-from .plugins import (ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec,
-                      load_image_codec)
+from .media.spool import spool_stdin
+from .metrics import bpp
+from .plugins import ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec, load_image_codec
 from .rate import DEFAULT_QUALITY, Clip, Target
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: no CUDA GPU is available (use --device cpu or auto)")
-        return torch.device(device)
-    raise ConfigError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)")
 
 
 def clip_for(plugin: VideoCodec, preset: str | None, target: Target | None, overrides: dict, info: VideoInfo,
@@ -82,79 +69,6 @@ def clip_for(plugin: VideoCodec, preset: str | None, target: Target | None, over
             else first), clip
 
 
-def _integer(frame: torch.Tensor, max_value: int) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] → uint8 / uint16 samples (8-bit ones narrowed on the device: 4x less to copy)."""
-    q = torch.round(frame.float().clamp(0, 1) * max_value).to(torch.uint8 if max_value == 255 else torch.int32)
-    return q.cpu().numpy().astype(np.uint8 if max_value == 255 else np.uint16, copy=False)
-
-
-class Decoder(NamedTuple):
-    """What renders access units: the video plugin and its config (None for all-intra streams) and the intra codec."""
-
-    codec: VideoCodec | None
-    config: object
-    intra: ImageCodec | None
-
-
-def render_access_unit(dec: Decoder, width: int, height: int, au: AccessUnit, max_value: int,
-                       device: torch.device) -> Iterator[np.ndarray]:
-    """Integer RGB frames of one access unit: exactly what `nvc decode` outputs.
-
-    Rendered under `exact_math` (TF32 off, deterministic cuDNN) whatever the process set before, so the quality
-    `encode_file` measures is what a decoder on the same kind of device gets (docs/reliability.md, "Devices").
-    """
-    with exact_math():
-        yield from _render_access_unit(dec, width, height, au, max_value, device)
-
-
-def _render_access_unit(dec: Decoder, width: int, height: int, au: AccessUnit, max_value: int,
-                        device: torch.device) -> Iterator[np.ndarray]:
-    if dec.intra is None:
-        items, payload, n_video = [], au.payload, au.frame_count
-    else:
-        items, payload = split_section(au.payload, au.frame_count)
-        n_video = au.frame_count - len(items)
-    if n_video and dec.codec is None:
-        raise BitstreamError("corrupt all-intra stream: an access unit has frames without an intra picture")
-    video = (_integer(f, max_value) for f in dec.codec.decode_segment(payload, dec.config, n_video, height, width,
-                                                                      device)) if n_video else iter(())
-    if dec.intra is None:
-        yield from video
-        return
-    if not n_video and payload:
-        raise BitstreamError("corrupt access unit: trailing bytes after the intra frames")
-    yield from merge(au.frame_count, items, dec.intra, video, width, height, max_value, device)
-
-
-class _Quality:
-    """Accumulates per-frame PSNR (RGB, YUV 6:1:1) and MS-SSIM against reference frames."""
-
-    def __init__(self, info: VideoInfo) -> None:
-        self.info, self.rgb, self.yuv, self.ssim = info, [], [], []
-
-    def add(self, decoded: np.ndarray, reference: np.ndarray) -> None:
-        m = self.info.max_value
-        self.rgb.append(frame_psnr(decoded, reference, m))
-        self.yuv.append(psnr_yuv611(yuv_planes(decoded, self.info), yuv_planes(reference, self.info),
-                                    (1 << self.info.bit_depth) - 1))
-        if min(decoded.shape[:2]) >= 11:
-            x = torch.from_numpy(decoded.astype(np.float32) / m)[None]
-            y = torch.from_numpy(reference.astype(np.float32) / m)[None]
-            self.ssim.append(float(ms_ssim(x, y)[0]))
-
-    def values(self) -> dict:
-        return {"rgb": self.rgb, "yuv": self.yuv, "ssim": self.ssim}
-
-    def extend(self, values: dict) -> None:
-        self.rgb += values["rgb"]
-        self.yuv += values["yuv"]
-        self.ssim += values["ssim"]
-
-    def summary(self) -> dict:
-        mean = lambda v: round(sum(v) / len(v), 4) if v else None  # noqa: E731
-        return {"psnr_rgb_db": mean(self.rgb), "psnr_yuv_db": mean(self.yuv), "ms_ssim": mean(self.ssim)}
-
-
 def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", preset: str | None = None,
                 target: Target | None = None, overrides: dict | None = None, device: str = "auto",
                 raw: RawOptions | None = None, segment_frames: int | None = None, container: str | None = None,
@@ -162,6 +76,7 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                 intra_quality: int | None = None, intra_period: int | None = None, drop_alpha: bool = False,
                 overwrite: bool = True, select: Selection | None = None,
                 on_plan: Callable[[dict], Callable[[int], None] | None] | None = None,
+                executor: str = "local", ray_address: str | None = None,
                 checkpoint_every: float | None = None) -> dict:
     """Encode `input_path` into an MKV (default) or bare NVC stream (`container="nvc"` or a .nvc name).
 
@@ -169,14 +84,16 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
     None = the plugin's default quality, or the preset's fixed network when a preset is named — and `overrides`
     such as steps, time_limit, epochs, seed) before any training; `on_plan(plan)` then sees the plan (network
     size, steps, estimated seconds) and may return a `tick(n)` callback that is advanced by optimisation steps.
-    Finished segments and training stages are checkpointed next to the output (`<output>.nvc-partial/`) and
-    the directory is removed on success; `resume=True` continues an interrupted encode from there. Inside a
-    training stage a step checkpoint is saved every `checkpoint_every` seconds (None: 5 min) and on SIGINT/SIGTERM
-    (0: neither).
-    `intra="balle"` codes the first frame of each segment (and every `intra_period`-th) with that image codec;
-    `codec="balle"` (an image codec's name) codes every frame that way, with no video plugin.
+    Each segment is a job (`jobs.encode_segment`) run by `executor` ("local": this process, in order; "ray": Ray
+    tasks on a local Ray or the cluster at `ray_address` / RAY_ADDRESS); the stream is assembled here.
+    Finished segments (and, locally, training stages) are checkpointed next to the output
+    (`<output>.nvc-partial/`) and the directory is removed on success; `resume=True` continues an interrupted
+    encode from there. Inside a local training stage a step checkpoint is saved every `checkpoint_every` seconds
+    (None: 5 min) and on SIGINT/SIGTERM (0: neither). `intra="balle"` codes the first frame of each segment (and
+    every `intra_period`-th) with that image codec; `codec="balle"` (an image codec's name) codes every frame that
+    way, with no video plugin.
     """
-    spec, intra_codec = _intra_settings(codec, intra, intra_quality, intra_period)
+    spec, _intra_codec = _intra_settings(codec, intra, intra_quality, intra_period)
     plugin = None if spec and spec.period == 1 and intra is None else load_codec(codec)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if plugin is None and (preset or target is not None or overrides):
@@ -184,7 +101,8 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                           "rate targets or training options")
     if spec is not None and target is not None:
         raise ConfigError("rate targets do not cover intra frames yet: drop --intra or the rate target")
-    dev = resolve_device(device)
+    check_executor(executor)  # a missing Ray: exit 2 now
+    dev = resolve_device(device) if executor == "local" else None
     container = container or ("nvc" if output_path.endswith(".nvc") else "mkv")
     if container not in ("mkv", "nvc"):
         raise ConfigError(f"unknown output format {container!r} (mkv or nvc)")
@@ -193,8 +111,21 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
     if output_path == "-" and resume:
         raise ConfigError("--resume needs an output file, not standard output")
     check_writable(output_path)  # exit 4 now, not after the training
+    runner = make_executor(executor, ray_address)
+    try:
+        dev = dev or runner.device(device)
+        return _encode(input_path, output_path, plugin, spec, preset, target, overrides, dev, raw, segment_frames,
+                       container, progress, resume, drop_alpha, overwrite, select, on_plan, runner, checkpoint_every)
+    finally:
+        runner.close()
+
+
+def _encode(input_path, output_path, plugin, spec, preset, target, overrides, dev, raw, segment_frames, container,
+            progress, resume, drop_alpha, overwrite, select, on_plan, runner, checkpoint_every) -> dict:
+    """`encode_file` once its options are checked: make the segment jobs, run them with `runner`, assemble."""
     t_start = time.perf_counter()
-    aus, pts, segments = [], [], []
+    done: dict[int, tuple[bytes, dict]] = {}  # segment index -> (AU bytes, report with per-frame quality)
+    pts_of: dict[int, list[int]] = {}
     with open_video(input_path, raw, drop_alpha=drop_alpha, select=select) as src:
         info = src.info
         seg_iter = src.segments(segment_frames)
@@ -226,48 +157,51 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
                    "payload_version": plugin.payload_version if plugin else 1}
             ckpt = Checkpoint(output_path, key, resume,
                               step_every=DEFAULT_STEP_EVERY_S if checkpoint_every is None else checkpoint_every)
-        dec = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
         aimed_bpp = plan.get("stream_bpp") if plan else None
         steps_per_segment = plan["steps"] / max(1, -(-clip.frames // clip.segment_frames)) if plan else 0
-        corrected = False
-        for seg in seg_iter:
-            done = ckpt.segment(seg.index) if ckpt else None
-            if done is not None:
-                au_bytes, meta = done  # meta holds the segment's measured quality too
+        local = runner.name == "local"
+        counted = _Counter(tick)  # local jobs tick as they train; the rest of a segment's steps when it lands
+
+        def job(seg: Segment, config, correct: bool) -> SegmentJob:
             budget = max(1, clip.payload_bytes(aimed_bpp, len(seg))) if aimed_bpp is not None else None
-            if done is None:
-                counted = _Counter(tick)
-                payload, report = _encode_segment(seg, info, plugin, cfg, spec, intra_codec, dev,
-                                                  progress and tick is None, ckpt, budget, counted)
-                correction = None
-                if budget is not None and hasattr(plugin, "correct") and not corrected:
-                    # e.g. C3: one re-encode at a corrected λ when the real size misses the budget (once per encode)
-                    corrected = True
-                    fixed = plugin.correct(cfg, budget, len(payload), clip)
-                    if fixed is not None:
-                        cfg, correction = fixed
-                        payload, report = _encode_segment(seg, info, plugin, cfg, spec, intra_codec, dev,
-                                                          progress and tick is None, None, budget, counted)
-                if tick is not None:
-                    tick(max(0, round(steps_per_segment * len(seg) / clip.segment_frames) - counted.n))
-                au_bytes = AccessUnit(seg.index, seg.start, seg.rgb.shape[0], payload).to_bytes()
-                # Measure what the decoder will really produce: parse the AU bytes back and render them.
-                seg_quality = _Quality(info)
-                for k, frame in enumerate(render_access_unit(dec, info.width, info.height,
-                                                             AccessUnit.from_bytes(au_bytes), info.max_value, dev)):
-                    seg_quality.add(frame, seg.rgb[k])
-                meta = {"index": seg.index, "first_frame": seg.start, "frames": seg.rgb.shape[0],
-                        "bytes": len(au_bytes), **({"budget_bytes": budget} if budget is not None else {}), **report}
-                if correction is not None:
-                    meta["rate_correction"] = {**correction, "second_bytes": len(payload)}
-                if ckpt:
-                    ckpt.save_segment(seg.index, au_bytes, {**meta, "quality": seg_quality.values()})
-                meta["quality"] = seg_quality.values()
-            aus.append(au_bytes)
-            pts.extend(int(p) for p in seg.pts)
-            segments.append(meta)
+            return SegmentJob(seg, info, plugin.name if plugin else None, config, spec, str(dev), budget, clip,
+                              correct, progress and tick is None and local, ckpt if local else None)
+
+        def to_encode():
+            """The segments still to encode; those a checkpoint holds are taken from it."""
+            for seg in seg_iter:
+                pts_of[seg.index] = [int(p) for p in seg.pts]
+                saved = ckpt.segment(seg.index) if ckpt else None
+                if saved is not None:
+                    done[seg.index] = saved
+                else:
+                    yield seg
+
+        def land(result: SegmentResult) -> None:
+            if tick is not None:
+                n = result.meta["frames"]
+                tick(max(0, round(steps_per_segment * n / clip.segment_frames) - counted.n))
+            counted.n = 0
+            if ckpt:
+                ckpt.save_segment(result.index, result.au, result.meta)
+            done[result.index] = (result.au, result.meta)
+
+        pending = to_encode()
+        if aimed_bpp is not None and hasattr(plugin, "correct"):
+            # e.g. C3: the first segment encoded may correct the config (λ) once, for itself and all later ones
+            head = next(pending, None)
+            if head is not None:
+                for _, result in runner.map(encode_segment, [job(head, cfg, True)], tick=counted):
+                    land(result)
+                    cfg = result.config
+        for _, result in runner.map(encode_segment, (job(seg, cfg, False) for seg in pending), tick=counted):
+            land(result)
         source_path, copy_window = src.path, src.copy_window
-    quality = _Quality(info)
+    order = sorted(done)
+    aus = [done[i][0] for i in order]
+    segments = [done[i][1] for i in order]
+    pts = [p for i in order for p in pts_of[i]]
+    quality = FrameQuality(info)
     for meta in segments:
         quality.extend(meta.pop("quality"))
     name = plugin.name if plugin else ALL_INTRA
@@ -280,25 +214,14 @@ def encode_file(input_path: str, output_path: str, *, codec: str = "hinerv", pre
     n = len(pts)
     duration = n / float(info.fps)
     target_info = _target_info(target, aimed_bpp, clip) if plugin else None
-    file_bytes = None
-    if container == "nvc" and output_path == "-":
-        file_bytes = write_stdout([header, *aus])
-    elif container == "nvc":
-        with atomic_output(output_path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
-            f.write(header)
-            for a in aus:
-                f.write(a)
-    else:
-        packets = [Packet(a, pts[s["first_frame"]], _segment_duration(pts, s, info)) for a, s in zip(aus, segments)]
-        label = name + (f"+{spec.codec}" if spec and plugin else f":{spec.codec}" if spec else "")
-        tags = {"NVC_CODEC": label, "NVC_VERSION": __version__, "title": f"nvc-pipe {label} stream"}
-        if target_info:
-            tags["NVC_TARGET"] = json.dumps(target_info, sort_keys=True)
-        file_bytes = write_mkv(output_path, header, packets, info, tags, copy_from=source_path, overwrite=overwrite,
-                               copy_window=copy_window)
+    label = name + (f"+{spec.codec}" if spec and plugin else f":{spec.codec}" if spec else "")
+    tags = {"NVC_CODEC": label, "NVC_VERSION": __version__, "title": f"nvc-pipe {label} stream"}
+    if target_info:
+        tags["NVC_TARGET"] = json.dumps(target_info, sort_keys=True)
+    file_bytes = write_stream(output_path, container, header, aus, [(s["first_frame"], s["frames"]) for s in segments],
+                              pts, info, tags, copy_from=source_path, copy_window=copy_window, overwrite=overwrite)
     if ckpt:
         ckpt.remove()
-    file_bytes = file_bytes if output_path == "-" else _file_size(output_path)
     return {
         "input": input_path, "output": output_path, "container": container, "codec": name,
         "preset": (preset or plugin.default_preset) if plugin else None, "device": str(dev), "frames": n,
@@ -351,75 +274,6 @@ def _intra_settings(codec: str, intra: str | None, quality: int | None,
     return spec, image_codec_for(spec, from_stream=False)
 
 
-def _encode_segment(seg: Segment, info: VideoInfo, plugin: VideoCodec | None, cfg, spec: IntraSpec | None,
-                    intra_codec: ImageCodec | None, dev: torch.device, progress: bool,
-                    ckpt: Checkpoint | None, budget: int | None = None,
-                    tick: Callable[[int], None] | None = None) -> tuple[bytes, dict]:
-    """One access unit's payload: the intra section (if any), then the video plugin's payload for the rest."""
-    shrink = getattr(plugin, "shrink", None)
-    if spec is None:
-        work = run_stages(plugin.stages(cfg), Work(seg, info, cfg, dev, progress, budget_bytes=budget, tick=tick),
-                          ckpt, shrink)
-        return work.payload, work.report
-    t0 = time.perf_counter()
-    section, _decoded = encode_section(seg.rgb, spec, intra_codec, info.max_value, dev)
-    report = {"intra_frames": len(spec.offsets(len(seg))), "intra_bytes": len(section),
-              "time_s": {"intra": round(time.perf_counter() - t0, 3)}}
-    rest = [k for k in range(len(seg)) if k not in set(spec.offsets(len(seg)))]
-    if not rest:
-        return section, report
-    if plugin is None:
-        raise ConfigError("all-intra encode left frames without an intra picture")  # unreachable: period 1
-    sub = Segment(seg.rgb[rest], seg.pts[rest], seg.start, seg.index)
-    work = run_stages(plugin.stages(cfg), Work(sub, info, cfg, dev, progress, tick=tick), ckpt, shrink)
-    work.report.setdefault("time_s", {}).update(report.pop("time_s"))
-    return section + work.payload, {**work.report, **report}
-
-
-def _segment_duration(pts: list[int], segment: dict, info: VideoInfo) -> int:
-    """Duration of a segment in time_base units (to the next segment's first pts, or one frame past its last)."""
-    first = segment["first_frame"]
-    last = first + segment["frames"]
-    frame_dur = max(1, round(1 / (info.fps * info.time_base)))
-    end = pts[last] if last < len(pts) else pts[last - 1] + frame_dur
-    return max(1, end - pts[first])
-
-
-def _file_size(path: str) -> int:
-    return os.path.getsize(path)
-
-
-def read_stream(path: str) -> tuple[SequenceHeader, list[bytes], str]:
-    """Sequence header and AU bytes of an MKV or bare NVC file (sniffed by content, not by name)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    if head == MAGIC:
-        with open(path, "rb") as f:
-            data = f.read()
-        seq, rest = parse_stream_header(data)
-        return seq, list(split_access_units(rest)), "nvc"
-    if head == MAGIC_IMAGE:
-        raise InputError(f"{path} is an NVC image, not a video stream: use `nvc image decode`")
-    header, _tags, packets = read_mkv(path)
-    seq, rest = parse_stream_header(header)
-    if rest:
-        raise BitstreamError("corrupt stream: unexpected bytes after the sequence header")
-    return seq, [p.payload for p in packets], "mkv"
-
-
-def _info_from_header(seq: SequenceHeader) -> VideoInfo:
-    try:
-        return VideoInfo(seq.width, seq.height, seq.pix_fmt, seq.fps, seq.time_base, seq.color_range,
-                         seq.colorspace)
-    except (ValueError, KeyError) as exc:
-        raise BitstreamError(f"corrupt sequence header: {exc}") from None
-
-
 def _open_decoder(seq: SequenceHeader) -> Decoder:
     intra = image_codec_for(IntraSpec.from_dict(seq.intra), from_stream=True) if seq.intra else None
     if seq.codec == ALL_INTRA:
@@ -444,7 +298,7 @@ def load_codec_for_stream(seq: SequenceHeader) -> VideoCodec:
 def iter_decoded(seq: SequenceHeader, aus: list[bytes], device: torch.device) -> Iterator[tuple[np.ndarray, int]]:
     """(integer RGB frame, pts) for every frame, segment by segment (one segment's model in memory at a time)."""
     dec = _open_decoder(seq)
-    info = _info_from_header(seq)
+    info = info_from_header(seq)
     if len(aus) != seq.segment_count:
         raise BitstreamError(f"stream has {len(aus)} access units, header declares {seq.segment_count}")
     produced = 0
@@ -468,7 +322,7 @@ def decode_segment(path: str, index: int, device: str = "auto") -> Iterator[np.n
         raise ConfigError(f"segment {index} does not exist ({len(aus)} segments)")
     au = AccessUnit.from_bytes(aus[index])
     check_access_unit(au, seq, index)
-    yield from render_access_unit(_open_decoder(seq), seq.width, seq.height, au, _info_from_header(seq).max_value,
+    yield from render_access_unit(_open_decoder(seq), seq.width, seq.height, au, info_from_header(seq).max_value,
                                   resolve_device(device))
 
 
@@ -487,11 +341,11 @@ def decode_file(input_path: str, output_path: str, *, vcodec: str | None = None,
     if input_path == "-":
         input_path = spool_stdin()  # an MKV/.nvc on standard input: the reader seeks, the audio is copied
     seq, aus, container = read_stream(input_path)
-    info = _info_from_header(seq)
+    info = info_from_header(seq)
     if container == "mkv":
         info = with_track_metadata(info, input_path)  # primaries, transfer, rotation: in the MKV track only
     t0 = time.perf_counter()
-    quality = _Quality(info) if reference else None
+    quality = FrameQuality(info) if reference else None
     ref_frames = None
     ref_src = open_video(reference, raw, drop_alpha=True) if reference else None
     try:
@@ -551,19 +405,6 @@ def _describe(dec: Decoder, au: AccessUnit, seq: SequenceHeader) -> dict:
     return out
 
 
-def _stored_target(path: str) -> dict | None:
-    """The rate target an MKV was encoded for (its NVC_TARGET tag), or None."""
-    _header, tags, packets = read_mkv(path)
-    close = getattr(packets, "close", None)
-    if close is not None:
-        close()
-    try:
-        target = json.loads(tags.get("NVC_TARGET", "null"))
-    except ValueError:
-        return None
-    return target if isinstance(target, dict) else None
-
-
 def inspect_file(path: str) -> dict:
     """Stream summary for `nvc info`: header fields, sizes per section, bpp."""
     seq, aus, container = read_stream(path)
@@ -576,7 +417,7 @@ def inspect_file(path: str) -> dict:
         check_access_unit(au, seq, i)
         units.append({"index": i, "first_frame": au.first_frame, "frames": au.frame_count, "bytes": len(raw_au),
                       **_describe(dec, au, seq)})
-    size = _file_size(path)
+    size = os.path.getsize(path)
     n = seq.frame_count
     duration = Fraction(seq.pts[-1] - seq.pts[0], 1) * seq.time_base + 1 / seq.fps
     return {
@@ -588,7 +429,7 @@ def inspect_file(path: str) -> dict:
         "bpp": round(bpp(stream, n, seq.width, seq.height), 6),
         "bpp_file": round(bpp(size, n, seq.width, seq.height), 6),
         "kbps": round(8 * stream / max(float(duration), 1e-9) / 1000, 2), "codec_config": seq.codec_config,
-        "intra": seq.intra, "target": _stored_target(path) if container == "mkv" else None,
+        "intra": seq.intra, "target": stored_target(path) if container == "mkv" else None,
         "access_units": units,
     }
 

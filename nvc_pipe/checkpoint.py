@@ -31,12 +31,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, OutputError
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+from .media.atomic import atomic_output, write_atomic
 
 
 DEFAULT_STEP_EVERY_S = 300.0  # --checkpoint-every: seconds of training between step checkpoints
@@ -66,7 +61,7 @@ class Checkpoint:
         """Created on the first save, so a run that fails before any work leaves nothing behind."""
         if not self.dir.exists():
             self.dir.mkdir()
-            _write_atomic(self.dir / "key.json", self.key.encode())
+            write_atomic(self.dir / "key.json", self.key.encode())
 
     @contextmanager
     def _saving(self):
@@ -75,8 +70,6 @@ class Checkpoint:
         try:
             yield
         except OSError as exc:
-            for tmp in self.dir.glob("*.tmp*"):
-                tmp.unlink(missing_ok=True)
             kept = [p for p in self.dir.glob("seg*") if p.suffix in (".au", ".npz")]
             if not kept:
                 shutil.rmtree(self.dir, ignore_errors=True)
@@ -93,8 +86,8 @@ class Checkpoint:
     def save_segment(self, index: int, au: bytes, meta: dict) -> None:
         with self._saving():
             self._ensure_dir()
-            _write_atomic(self.dir / f"seg{index:05d}.json", json.dumps(meta).encode())
-            _write_atomic(self.dir / f"seg{index:05d}.au", au)  # last: an .au marks a finished segment
+            write_atomic(self.dir / f"seg{index:05d}.json", json.dumps(meta).encode())
+            write_atomic(self.dir / f"seg{index:05d}.au", au)  # last: an .au marks a finished segment
             for suffix in (".state.npz", ".state.json", ".step.npz", ".step.json"):
                 (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
 
@@ -114,10 +107,9 @@ class Checkpoint:
         arrays.update({f"m:{n}": m.cpu().numpy() for n, m in masks.items()})
         with self._saving():
             self._ensure_dir()
-            tmp = self.dir / f"seg{index:05d}.state.tmp.npz"
-            np.savez(tmp, **arrays)
-            os.replace(tmp, self.dir / f"seg{index:05d}.state.npz")
-            _write_atomic(self.dir / f"seg{index:05d}.state.json",
+            with atomic_output(str(self.dir / f"seg{index:05d}.state.npz")) as tmp:
+                np.savez(tmp, **arrays)
+            write_atomic(self.dir / f"seg{index:05d}.state.json",
                           json.dumps({"stage": stage, "report": report}).encode())
             for suffix in (".step.npz", ".step.json"):  # the stage they were inside has finished
                 (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
@@ -135,10 +127,9 @@ class Checkpoint:
         (`step` differs), which the loader refuses, so the stage restarts from its beginning."""
         with self._saving():
             self._ensure_dir()
-            tmp = self.dir / f"seg{index:05d}.step.tmp.npz"
-            np.savez(tmp, **arrays)
-            os.replace(tmp, self.dir / f"seg{index:05d}.step.npz")
-            _write_atomic(self.dir / f"seg{index:05d}.step.json", json.dumps(meta).encode())
+            with atomic_output(str(self.dir / f"seg{index:05d}.step.npz")) as tmp:
+                np.savez(tmp, **arrays)
+            write_atomic(self.dir / f"seg{index:05d}.step.json", json.dumps(meta).encode())
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

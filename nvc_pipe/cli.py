@@ -15,6 +15,7 @@ import sys
 from fractions import Fraction
 
 from . import __version__
+from . import cliargs
 from .errors import ConfigError, NvcError
 
 PROG = "nvc"
@@ -27,120 +28,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} -h')\n")
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (expected WxH, e.g. 1920x1080)") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}")
-    return w, h
-
-
-def _fps(text: str) -> Fraction:
-    try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"invalid frame rate {text!r} (e.g. 25, 30000/1001)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"invalid frame rate {text!r}")
-    return value
-
-
-def _time(text: str) -> Fraction:
-    """ffmpeg's time syntax: seconds (``1.5``, ``500ms``) or ``[HH:]MM:SS[.frac]``."""
-    t = text.strip()
-    scale = Fraction(1)
-    for suffix, factor in (("ms", Fraction(1, 1000)), ("us", Fraction(1, 10**6)), ("s", Fraction(1))):
-        if t.endswith(suffix) and ":" not in t:
-            t, scale = t[: -len(suffix)], factor
-            break
-    parts = t.split(":")
-    try:
-        if len(parts) > 3 or not all(p.replace(".", "", 1).isdigit() for p in parts) or \
-                any("." in p for p in parts[:-1]):
-            raise ValueError
-        value = Fraction(0)
-        for p in parts:
-            value = value * 60 + Fraction(p)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"invalid time {text!r} (e.g. 2.5, 500ms, 00:01:02.5)") from None
-    return value * scale
-
-
-def _at_least_one(text: str) -> int:
-    v = _positive(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
-    return v
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
-
-
-def _bitrate(text: str) -> float:
-    from .rate import parse_bitrate
-
-    try:
-        return parse_bitrate(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _duration(text: str) -> float:
-    from .rate import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _interval(text: str) -> float:
-    """--checkpoint-every: a duration as --time-limit takes it, or 0 (off)."""
-    from .rate import parse_duration
-
-    if text.strip() in ("0", "0s", "off"):
-        return 0.0
-    try:
-        return parse_duration(text)
-    except ConfigError:
-        raise argparse.ArgumentTypeError(f"expected a duration such as 30s or 5m, or 0 (off), got {text!r}") from None
-
-
-def _float_arg(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _int_arg(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def _option(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    return k, v
-
-
 def _add_raw_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("raw input (.yuv/.rgb files; default: from names like clip_1920x1080_50fps_420_10bit.yuv)"
                              " and image sequences (img%03d.png)")
-    g.add_argument("--size", "-s", type=_size, metavar="WxH", help="frame size of a raw input")
-    g.add_argument("--fps", "-framerate", "-r", type=_fps, metavar="F",
+    g.add_argument("--size", "-s", type=cliargs.size, metavar="WxH", help="frame size of a raw input")
+    g.add_argument("--fps", "-framerate", "-r", type=cliargs.fps, metavar="F",
                    help="frame rate of a raw input or image sequence (25, 30000/1001; images default to 25)")
     g.add_argument("--pix-fmt", "-pix_fmt", metavar="FMT",
                    help="pixel format of a raw input (yuv420p, yuv420p10le, ...)")
@@ -163,39 +55,44 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("-p", "--preset", help="preset name (see 'nvc presets'; default: the codec's 'fast')")
     rate = enc.add_argument_group("rate (at most one; none: the codec's default quality, or a named preset's "
                                   "fixed network)")
-    rate.add_argument("--bitrate", "-b:v", dest="bitrate", type=_bitrate, metavar="RATE",
+    rate.add_argument("--bitrate", "-b:v", dest="bitrate", type=cliargs.bitrate, metavar="RATE",
                       help="video stream bits/s, ffmpeg suffixes: 500k, 2M, 1.5M")
-    rate.add_argument("--bpp", type=_float_arg, metavar="X", help="video stream bits per pixel")
-    rate.add_argument("--quality", "-crf", dest="quality", type=_int_arg, metavar="Q",
+    rate.add_argument("--bpp", type=cliargs.float_arg, metavar="X", help="video stream bits per pixel")
+    rate.add_argument("--quality", "-crf", dest="quality", type=cliargs.int_arg, metavar="Q",
                       help="0..51, lower is better (CRF-like; 6 steps halve the rate)")
-    rate.add_argument("--lambda", dest="rd_lambda", type=_float_arg, metavar="L",
+    rate.add_argument("--lambda", dest="rd_lambda", type=cliargs.float_arg, metavar="L",
                       help="C3 only: the rate-distortion lambda itself (no rate control)")
-    enc.add_argument("--steps", type=_positive, help="optimisation steps in all (default: from the clip)")
-    enc.add_argument("--time-limit", type=_duration, metavar="T",
+    enc.add_argument("--steps", type=cliargs.positive, help="optimisation steps in all (default: from the clip)")
+    enc.add_argument("--time-limit", type=cliargs.duration, metavar="T",
                      help="cap training to this wall time on this device: 90s, 10m, 1.5h")
-    enc.add_argument("--epochs", type=_positive, help="main training epochs (paper recipes; pruning/QAT scale along)")
-    enc.add_argument("--prune-epochs", type=_positive, help="pruning fine-tune epochs")
-    enc.add_argument("--qat-epochs", type=_positive, help="Quant-Noise fine-tune epochs")
-    enc.add_argument("--batch-size", type=_at_least_one, help="patches (or frames) per training step")
-    enc.add_argument("--seed", type=_positive, help="random seed (default 0)")
-    enc.add_argument("--segment-frames", type=_positive, help="frames per temporal segment (default: whole clip)")
+    enc.add_argument("--epochs", type=cliargs.positive,
+                     help="main training epochs (paper recipes; pruning/QAT scale along)")
+    enc.add_argument("--prune-epochs", type=cliargs.positive, help="pruning fine-tune epochs")
+    enc.add_argument("--qat-epochs", type=cliargs.positive, help="Quant-Noise fine-tune epochs")
+    enc.add_argument("--batch-size", type=cliargs.at_least_one, help="patches (or frames) per training step")
+    enc.add_argument("--seed", type=cliargs.positive, help="random seed (default 0)")
+    enc.add_argument("--segment-frames", type=cliargs.positive,
+                     help="frames per temporal segment (default: whole clip)")
     enc.add_argument("--intra", metavar="CODEC", help="code intra frames with this image codec (balle, evc)")
-    enc.add_argument("--intra-period", type=_positive, metavar="K",
+    enc.add_argument("--intra-period", type=cliargs.positive, metavar="K",
                      help="an intra frame every K frames of a segment (default: its first frame only)")
-    enc.add_argument("--intra-quality", type=_positive, metavar="Q", help="image codec quality (see 'nvc presets')")
+    enc.add_argument("--intra-quality", type=cliargs.positive, metavar="Q",
+                     help="image codec quality (see 'nvc presets')")
     enc.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    cliargs.add_executor_options(enc)
     enc.add_argument("--resume", action="store_true",
                      help="continue an interrupted encode from its checkpoints (OUTPUT.nvc-partial/)")
-    enc.add_argument("--checkpoint-every", type=_interval, metavar="T",
+    enc.add_argument("--checkpoint-every", type=cliargs.interval, metavar="T",
                      help="save the training state this often (and on Ctrl-C/SIGTERM) for --resume: 30s, 5m; "
                           "0 = only between stages (default: 5m)")
     enc.add_argument("--json", action="store_true", help="print the encode report as JSON")
     enc.add_argument("-y", "--overwrite", action="store_true", help="overwrite the output if it exists")
     enc.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     enc.add_argument("--drop-alpha", action="store_true", help="encode a source with alpha without it (else refused)")
-    enc.add_argument("-ss", dest="start", type=_time, metavar="T", help="start at this time of the input (as ffmpeg)")
-    enc.add_argument("-t", dest="duration", type=_time, metavar="T", help="encode this long (as ffmpeg)")
-    enc.add_argument("-frames:v", "--frames", dest="frames", type=_at_least_one, metavar="N",
+    enc.add_argument("-ss", dest="start", type=cliargs.time, metavar="T",
+                     help="start at this time of the input (as ffmpeg)")
+    enc.add_argument("-t", dest="duration", type=cliargs.time, metavar="T", help="encode this long (as ffmpeg)")
+    enc.add_argument("-frames:v", "--frames", dest="frames", type=cliargs.at_least_one, metavar="N",
                      help="encode at most N frames (as ffmpeg)")
     _add_raw_options(enc)
 
@@ -204,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("input", help="MKV or .nvc file")
     dec.add_argument("-o", "--output", required=True, help="'-' (y4m on stdout), .y4m, .yuv, or any video file")
     dec.add_argument("--vcodec", help="FFmpeg encoder for video files (default by container, e.g. libx264)")
-    dec.add_argument("--codec-opt", type=_option, action="append", default=[], metavar="KEY=VALUE",
+    dec.add_argument("--codec-opt", type=cliargs.option, action="append", default=[], metavar="KEY=VALUE",
                      help="encoder option, repeatable (e.g. crf=18, preset=slow)")
     dec.add_argument("--out-pix-fmt", dest="out_pix_fmt", help="output pixel format (default: the source's)")
     dec.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
@@ -256,19 +153,6 @@ def _selection(args):
     return Selection(args.start or Fraction(0), args.duration, args.frames)
 
 
-def _check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
-    if path == "-":
-        return
-    for src in inputs:
-        if src != "-" and os.path.exists(src) and os.path.exists(path) and os.path.samefile(src, path):
-            raise ConfigError(f"output {path} is also an input")
-    if os.path.exists(path) and not overwrite:
-        raise ConfigError(f"output {path} exists (use -y to overwrite)")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"output directory {parent} does not exist")
-
-
 def _cmd_encode(args) -> int:
     from .api import encode_file
     from .rate import make_target
@@ -277,7 +161,8 @@ def _cmd_encode(args) -> int:
     if args.rd_lambda is not None and (args.rd_lambda <= 0 or target is not None):
         raise ConfigError("--lambda must be > 0" if args.rd_lambda <= 0 else
                           "give --lambda or a rate target, not both")
-    _check_output(args.output, args.overwrite or args.resume, [args.input])
+    cliargs.check_output(args.output, args.overwrite or args.resume, [args.input])
+    _check_executor(args)
     overrides = {"epochs": args.epochs, "prune_epochs": args.prune_epochs, "qat_epochs": args.qat_epochs,
                  "batch_size": args.batch_size, "seed": args.seed, "steps": args.steps,
                  "time_limit": args.time_limit, "lambda": args.rd_lambda}
@@ -289,7 +174,8 @@ def _cmd_encode(args) -> int:
                              progress=not args.quiet and not args.json, resume=args.resume, intra=args.intra,
                              intra_quality=args.intra_quality, intra_period=args.intra_period,
                              drop_alpha=args.drop_alpha, overwrite=args.overwrite or args.resume,
-                             select=_selection(args), on_plan=bar, checkpoint_every=args.checkpoint_every)
+                             select=_selection(args), on_plan=bar, executor=args.executor,
+                             ray_address=args.ray_address, checkpoint_every=args.checkpoint_every)
     finally:
         bar.close()
     out = sys.stderr if args.output == "-" else sys.stdout  # stdout holds the stream
@@ -312,6 +198,14 @@ def _cmd_encode(args) -> int:
         print(f"  PSNR {report['psnr_rgb_db']:.2f} dB RGB, {report['psnr_yuv_db']:.2f} dB YUV 6:1:1"
               + (f", MS-SSIM {ssim:.4f}" if ssim is not None else ""), file=out)
     return 0
+
+
+def _check_executor(args) -> None:
+    from .executors import check_available
+
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError("--ray-address needs --executor ray")
+    check_available(args.executor)
 
 
 CPU_WARN_S = 30 * 60
@@ -368,7 +262,7 @@ def _target_text(t: dict) -> str:
 def _cmd_decode(args) -> int:
     from .api import decode_file
 
-    _check_output(args.output, args.overwrite, [args.input] + ([args.ref] if args.ref else []))
+    cliargs.check_output(args.output, args.overwrite, [args.input] + ([args.ref] if args.ref else []))
     report = decode_file(args.input, args.output, vcodec=args.vcodec, codec_options=dict(args.codec_opt) or None,
                          pix_fmt=args.out_pix_fmt, device=args.device, reference=args.ref, raw=_raw(args))
     out = sys.stderr if args.output == "-" else sys.stdout

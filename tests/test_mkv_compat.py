@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from media_factory import FFMPEG, FFPROBE, packets_of, run
 
-from nvc_pipe.api import _info_from_header, decode_file, decode_frames, encode_file, inspect_file, read_stream
+from nvc_pipe.api import decode_file, decode_frames, encode_file, inspect_file, read_stream
+from nvc_pipe.container import info_from_header
 from nvc_pipe.errors import BitstreamError
 from nvc_pipe.media.mux import read_mkv, write_mkv
 
@@ -86,7 +87,7 @@ def test_old_dvb_carrier_files_still_decode(tmp_path):
     # the same stream rewrapped by this version (audio copied from the old file) decodes to the same frames
     new = tmp_path / "new.mkv"
     seq, _aus, _ = read_stream(LEGACY)
-    write_mkv(str(new), header, packets, _info_from_header(seq), tags, copy_from=LEGACY)
+    write_mkv(str(new), header, packets, info_from_header(seq), tags, copy_from=LEGACY)
     assert [p[0] for p in packets_of(str(new), "audio")] == [p[0] for p in packets_of(LEGACY, "audio")]
     old_frames = [f.tobytes() for f in decode_frames(LEGACY, device="cpu")]
     assert len(old_frames) == 6

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from nvc_pipe.cliargs import add_executor_options
 from nvc_pipe.errors import ConfigError, NvcError
 
 from .datasets import DATASETS, parse_fps, parse_size
@@ -46,6 +47,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="plugin codecs: extra config override (VALUE parsed as JSON when possible; repeatable)")
     p.add_argument("--device", default="auto", help="device for plugin codecs (auto, cpu, cuda, cuda:1)")
+    add_executor_options(p)
     p.add_argument("--anchor-backend", default="auto", choices=("auto", "cli", "pyav"),
                    help="run anchors with the ffmpeg program (cli) or PyAV's libraries (pyav); auto: cli if found")
     p.add_argument("--anchor", help="curve the BD-rates are computed against (default: the first anchor given)")
@@ -89,6 +91,8 @@ def config_from_args(args: argparse.Namespace):
         raise ConfigError(f"give --epochs or --{kinds[0]}, not both")
     targets = (kinds[0], parse_targets(kinds[0], getattr(args, kinds[0]))) if kinds else None
     curves = parse_codecs(args.codecs, crf, epochs, targets)
+    if args.ray_address and args.executor != "ray":
+        raise ConfigError("--ray-address needs --executor ray")
     if args.frames is not None and args.frames <= 0:
         raise ConfigError(f"--frames must be positive, got {args.frames}")
     return EvalConfig(
@@ -99,7 +103,7 @@ def config_from_args(args: argparse.Namespace):
         anchor_backend=args.anchor_backend, anchor=args.anchor, device=args.device,
         overrides=_parse_set(args.set), ms_ssim=not args.no_ms_ssim, keep_streams=args.keep_streams,
         progress=not args.quiet and sys.stderr.isatty(), plots=not args.no_plots, published=args.published,
-        bd_method=args.bd_method,
+        bd_method=args.bd_method, executor=args.executor, ray_address=args.ray_address,
     )
 
 

@@ -37,6 +37,7 @@ from typing import Iterator
 import numpy as np
 
 from nvc_pipe.errors import ConfigError, InputError
+from nvc_pipe.media.atomic import atomic_output
 from nvc_pipe.media.rawname import BITS_RE, SIZE_RE, raw_params_from_name
 
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -576,14 +577,12 @@ def write_y4m(src: Source, path: str | Path) -> Path:
     """Write the (cropped, limited) frames of ``src`` as a .y4m file: the input handed to our codec."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
+    with atomic_output(str(path)) as tmp, open(tmp, "wb") as f:
         f.write(y4m_header(src.out_width, src.out_height, src.fps, src.pix_fmt))
         for y, u, v in src.iter_planes():
             f.write(b"FRAME\n")
             for p in (y, u, v):
                 f.write(p.astype(_dtype(src.pix_fmt), copy=False).tobytes())
-    tmp.replace(path)
     return path
 
 

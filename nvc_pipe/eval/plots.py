@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from nvc_pipe.media.atomic import atomic_output
+
 from .published import AVERAGE
 
 _MARKERS = "osD^vP*Xh<>"
@@ -50,9 +52,8 @@ def plot_rd(curves: list[dict], path: str | Path, title: str, reference: list[di
             ax.legend(fontsize=8)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp)
-        tmp.replace(path)
+        with atomic_output(str(path)) as tmp:
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
     return path

@@ -12,11 +12,11 @@ import csv
 import io
 import json
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 from nvc_pipe.errors import OutputError
+from nvc_pipe.media.atomic import write_atomic
 
 from .bdrate import bd_psnr, bd_rate
 from .published import AVERAGE, published_curves
@@ -160,12 +160,9 @@ def build_report(points: list[dict], cfg, sources) -> dict:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {path}: {e}") from e
 
 

@@ -30,7 +30,6 @@ import hashlib
 import importlib
 import json
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -42,6 +41,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from nvc_pipe.errors import ConfigError, OutputError
+from nvc_pipe.executors import check_available as check_executor
+from nvc_pipe.executors import make_executor
+from nvc_pipe.media.atomic import write_atomic
 
 from . import baselines
 from .datasets import Planes, Source, open_dataset, write_y4m
@@ -182,6 +184,8 @@ class EvalConfig:
     plots: bool = True
     published: str = "auto"                    # published curves on plots: auto (full runs), always, never
     bd_method: str = "pchip"
+    executor: str = "local"                    # where points run: this process, or Ray tasks (nvc_pipe.executors)
+    ray_address: str | None = None
 
 
 @dataclass
@@ -333,9 +337,7 @@ def cache_path(out: Path, src: Source, curve: Curve, pt: PointSpec, key: dict) -
 
 def _write_json_atomic(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def _load_cached(path: Path, key: dict) -> dict | None:
@@ -414,6 +416,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
 
     if not cfg.codecs:
         raise ConfigError("no codecs to evaluate")
+    check_executor(cfg.executor)
     if any(c.is_anchor for c in cfg.codecs):
         backend = baselines.resolve_backend(cfg.anchor_backend)
         for c in cfg.codecs:
@@ -439,28 +442,35 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
                 key = point_key(src, curve, pt, cfg)
                 jobs.append((src, curve, pt, key, cache_path(out, src, curve, pt, key)))
 
-    points: list[dict] = []
-    computed = cached = 0
+    points: list[dict | None] = [None] * len(jobs)
+    todo = []
+    for i, (src, curve, pt, key, cpath) in enumerate(jobs):
+        points[i] = _load_cached(cpath, key)
+        if points[i] is None:
+            todo.append(PointJob(src, curve, pt, cfg, out, cpath))
+    computed, cached = len(todo), len(jobs) - len(todo)
     bar = _progress_bar(len(jobs), cfg.progress)
+    if bar is not None:
+        bar.update(cached)
     tmp_inputs: dict[str, Path] = {}
+    runner = make_executor(cfg.executor, cfg.ray_address)
     try:
-        for i, (src, curve, pt, key, cpath) in enumerate(jobs):
+        if cfg.executor != "local" and any(not c.is_anchor for c in cfg.codecs):
+            cfg.device = runner.device(cfg.device).type  # CUDA: each task holds one GPU
+        at = [i for i, _ in enumerate(jobs) if points[i] is None]
+        # Locally the points run in order and share one y4m copy per sequence (dropped after its last point).
+        last_uses = _last_uses(todo)
+        for position, result in runner.map(compute_point, todo, tmp_inputs=tmp_inputs):
+            job = jobs[at[position]]
+            if position in last_uses and job[0].name in tmp_inputs:
+                tmp_inputs.pop(job[0].name).unlink(missing_ok=True)
+            _write_json_atomic(job[4], {"key": job[3], "result": result})
+            points[at[position]] = result
             if bar is not None:
-                bar.set_description(f"{src.name} {curve.label} {pt.param}={pt.value}")
-            result = _load_cached(cpath, key)
-            if result is None:
-                result = _compute(src, curve, pt, cfg, out, cpath, tmp_inputs)
-                _write_json_atomic(cpath, {"key": key, "result": result})
-                computed += 1
-            else:
-                cached += 1
-            points.append(result)
-            if bar is not None:
+                bar.set_description(f"{job[0].name} {job[1].label} {job[2].param}={job[2].value}")
                 bar.update(1)
-            nxt = jobs[i + 1][0] if i + 1 < len(jobs) else None
-            if nxt is not src and src.name in tmp_inputs:   # done with this sequence: drop its y4m copy
-                tmp_inputs.pop(src.name).unlink(missing_ok=True)
     finally:
+        runner.close()
         if bar is not None:
             bar.close()
         for p in tmp_inputs.values():
@@ -470,6 +480,37 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     rep = report_mod.build_report(points, cfg, sources)
     paths = report_mod.write_all(rep, out, plots=cfg.plots)
     return EvalResult(points, computed, cached, rep, paths)
+
+
+@dataclass(frozen=True)
+class PointJob:
+    """One RD point to compute: plain data, so it can run as a Ray task (`compute_point`)."""
+
+    src: Source
+    curve: Curve
+    pt: PointSpec
+    cfg: EvalConfig
+    out: Path
+    cpath: Path
+
+
+def _last_uses(todo: list[PointJob]) -> set[int]:
+    """Positions after which a sequence's y4m copy is not needed any more (local, in-order runs)."""
+    return {i for i, job in enumerate(todo) if i + 1 == len(todo) or todo[i + 1].src is not job.src}
+
+
+def compute_point(job: PointJob, tmp_inputs: dict[str, Path] | None = None) -> dict:
+    """Encode, decode and measure one point. Without a shared `tmp_inputs` (a Ray task) the y4m copy it may
+    need is its own, under a folder of its own, and removed at the end."""
+    own = tmp_inputs is None
+    inputs: dict[str, Path] = {} if own else tmp_inputs
+    tmp_root = job.out / "tmp" / job.cpath.stem if own else job.out / "tmp"
+    try:
+        return _compute(job.src, job.curve, job.pt, job.cfg, job.out, job.cpath, inputs, tmp_root)
+    finally:
+        if own:
+            for p in inputs.values():
+                p.unlink(missing_ok=True)
 
 
 def _remove_empty_dirs(top: Path) -> None:
@@ -487,7 +528,7 @@ def _remove_empty_dirs(top: Path) -> None:
 
 
 def _compute(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig, out: Path, cpath: Path,
-             tmp_inputs: dict[str, Path]) -> dict:
+             tmp_inputs: dict[str, Path], tmp_root: Path) -> dict:
     rel = cpath.parent.relative_to(out / "cache") / cpath.stem
     # Plugin streams are always kept (expensive to make); anchor streams only with keep_streams.
     stream = (out / "streams" / rel) if (cfg.keep_streams or not curve.is_anchor) else (out / "tmp" / "streams" / rel)
@@ -502,7 +543,7 @@ def _compute(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig, out: Pat
             return src.path, None
         if src.name not in tmp_inputs:
             name = f"{_slug(src.name)}-{src.out_width}x{src.out_height}-{src.frames}f.y4m"
-            p = out / "tmp" / _slug(src.dataset) / name
+            p = tmp_root / _slug(src.dataset) / name
             tmp_inputs[src.name] = write_y4m(src, p)
         return tmp_inputs[src.name], None
 

@@ -46,6 +46,7 @@ def _decode_case(path: str, inspect: bool, sink: bool, outdir: str) -> None:
     import torch
 
     from .. import api
+    from ..container import info_from_header
     from ..errors import NvcError
 
     if sink:
@@ -63,7 +64,7 @@ def _decode_case(path: str, inspect: bool, sink: bool, outdir: str) -> None:
     else:
         seq, aus, _ = api.read_stream(path)
         n = 0
-        dtype = api._info_from_header(seq).rgb_dtype
+        dtype = info_from_header(seq).rgb_dtype
         for frame, _pts in api.iter_decoded(seq, aus, torch.device("cpu")):
             if frame.shape != (seq.height, seq.width, 3) or frame.dtype != dtype:
                 raise InvariantError(f"frame {n} is {frame.shape} {frame.dtype} for a "

@@ -337,7 +337,7 @@ def synth_payload(rng: random.Random, cfg_dict: dict, frames: int, height: int, 
     """Tensor records (docs/bitstream.md §5.2) for the HiNeRV network the header describes, random values."""
     import numpy as np
     import torch
-    from nvc_hinerv.codec import _coded, segment_model
+    from nvc_hinerv.codec import coded_frame_size, segment_model
     from nvc_hinerv.configs import HiNeRVConfig
 
     from .. import entropy
@@ -345,7 +345,7 @@ def synth_payload(rng: random.Random, cfg_dict: dict, frames: int, height: int, 
     from ..bitstream.tensors import model_signature
 
     cfg = HiNeRVConfig.from_dict(cfg_dict)
-    hc, wc = _coded(height, width, cfg)
+    hc, wc = coded_frame_size(height, width, cfg)
     with torch.device("meta"):
         shapes = [(n, tuple(p.shape)) for n, p in segment_model(cfg, frames, hc, wc).named_parameters()]
     nrng = np.random.default_rng(rng.getrandbits(32))
@@ -382,11 +382,11 @@ def synth_payload(rng: random.Random, cfg_dict: dict, frames: int, height: int, 
 
 def _param_count(cfg_dict: dict, frames: int, height: int, width: int) -> int:
     import torch
-    from nvc_hinerv.codec import _coded, segment_model
+    from nvc_hinerv.codec import coded_frame_size, segment_model
     from nvc_hinerv.configs import HiNeRVConfig
 
     cfg = HiNeRVConfig.from_dict(cfg_dict)
-    hc, wc = _coded(height, width, cfg)
+    hc, wc = coded_frame_size(height, width, cfg)
     with torch.device("meta"):
         return sum(p.numel() for p in segment_model(cfg, frames, hc, wc).parameters())
 

@@ -11,19 +11,9 @@ import json
 import os
 import sys
 
+from ..cliargs import check_output as _check_output
+from ..cliargs import positive as _positive
 from ..errors import ConfigError
-
-
-def _positive(text: str) -> int:
-    from ..cli import _positive as positive
-
-    return positive(text)
-
-
-def _check_output(path: str, overwrite: bool, inputs: list[str]) -> None:
-    from ..cli import _check_output as check
-
-    check(path, overwrite, inputs)
 
 
 def _quality(text: str) -> int:

@@ -10,14 +10,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..media.atomic import atomic_output
 
 
 def save_model(path: str | Path, model: torch.nn.Module, config: dict, extra: dict[str, np.ndarray]) -> None:
@@ -28,15 +27,8 @@ def save_model(path: str | Path, model: torch.nn.Module, config: dict, extra: di
     arrays.update(extra)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_output(str(path)) as tmp:
         np.savez(tmp, **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_model_arrays(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray]]:

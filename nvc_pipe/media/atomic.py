@@ -1,7 +1,8 @@
 """Atomic file output: a file appears complete under its name or not at all.
 
 Every output the CLI writes (MKV, elementary stream, decoded video, PNG) goes through :func:`atomic_output`, so an
-error or an interrupt never leaves a half-written file that looks valid.
+error or an interrupt never leaves a half-written file that looks valid; so do checkpoints, weights, eval caches,
+reports and plots (:func:`write_atomic` for whole bytes or text). The one atomic-write helper of the tree.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ def atomic_output(path: str, *, overwrite: bool = True) -> Iterator[str]:
     except OSError as exc:
         _remove_quietly(tmp)
         raise OutputError(f"cannot write {path}: {exc.strerror or one_line(exc)}") from exc
+
+
+def write_atomic(path, data: bytes | str, *, overwrite: bool = True) -> None:
+    """Write `data` (bytes, or text as UTF-8) to `path` through :func:`atomic_output`: whole or not at all."""
+    with atomic_output(os.fspath(path), overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def _link_no_clobber(tmp: str, path: str) -> None:

@@ -180,7 +180,7 @@ class C3Codec:
 
     def stages(self, preset: Preset) -> list[Stage]:
         return [
-            Stage("patch", partial(patch.run, multiple=1)),
+            Stage("frames", partial(patch.run, multiple=1)),
             Stage("overfit", _overfit),
             Stage("quantize", _quantize),
             Stage("entropy", _entropy),

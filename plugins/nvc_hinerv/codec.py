@@ -86,7 +86,7 @@ def segment_model(cfg: HiNeRVConfig, num_frames: int, coded_h: int, coded_w: int
     return build_model(cfg, num_frames, coded_h, coded_w)
 
 
-def _coded(h: int, w: int, cfg: HiNeRVConfig) -> tuple[int, int]:
+def coded_frame_size(h: int, w: int, cfg: HiNeRVConfig) -> tuple[int, int]:
     return patch.coded_size(h, w, scale_product(cfg))
 
 
@@ -175,7 +175,7 @@ class HiNeRVCodec:
         return replace(cfg, train=ratecontrol.schedule_for_steps(cfg.train, fit, clip, factor))
 
     def plan(self, cfg: Preset, clip: Clip) -> dict:
-        hc, wc = _coded(clip.height, clip.width, cfg.model)
+        hc, wc = coded_frame_size(clip.height, clip.width, cfg.model)
         params, _ = ratecontrol.count_parameters(cfg.model, clip.segment_frames, clip.height, clip.width)
         segments = max(1, math.ceil(clip.frames / clip.segment_frames))
         steps = ratecontrol.total_steps(cfg.train, clip, scale_product(cfg.model)) * segments
@@ -205,7 +205,7 @@ class HiNeRVCodec:
 
     def _load(self, payload: bytes, cfg: HiNeRVConfig, num_frames: int, height: int, width: int,
               device: torch.device | str) -> torch.nn.Module:
-        hc, wc = _coded(height, width, cfg)
+        hc, wc = coded_frame_size(height, width, cfg)
         with torch.device("meta"):
             shapes = [(n, tuple(p.shape)) for n, p in segment_model(cfg, num_frames, hc, wc).named_parameters()]
         total = sum(math.prod(s) for _, s in shapes)
@@ -223,7 +223,7 @@ class HiNeRVCodec:
     def decode_segment(self, payload: bytes, config: HiNeRVConfig, num_frames: int, height: int, width: int,
                        device: torch.device | str) -> Iterator[torch.Tensor]:
         model = self._load(payload, config, num_frames, height, width, device)
-        coded, tile = _coded(height, width, config), patch.render_tile(scale_product(config))
+        coded, tile = coded_frame_size(height, width, config), patch.render_tile(scale_product(config))
         with torch.no_grad():
             for t in range(num_frames):  # large frames by tiles (nvc_pipe.stages.patch.render_frames)
                 frame = patch.render_frames(overfit.default_forward, model, torch.tensor([t], device=device), coded,
@@ -231,7 +231,7 @@ class HiNeRVCodec:
                 yield frame[:height, :width].float()
 
     def describe(self, payload: bytes, config: HiNeRVConfig, num_frames: int, height: int, width: int) -> dict:
-        hc, wc = _coded(height, width, config)
+        hc, wc = coded_frame_size(height, width, config)
         with torch.device("meta"):
             model = segment_model(config, num_frames, hc, wc)
             shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]

@@ -97,7 +97,7 @@ class LocalEncoding(nn.Module):
         return self.proj(torch.cat(feats, dim=-1))
 
 
-class Stage(nn.Module):
+class UpsamplingLevel(nn.Module):
     """LayerNorm -> bilinear xS (align_corners=False) -> + local encoding -> blocks."""
 
     def __init__(self, cfg: HiNeRVConfig, i: int, c_in: int, c_out: int, num_frames: int):
@@ -126,7 +126,7 @@ class HiNeRV(nn.Module):
         nn.init.zeros_(self.stem.bias)
         widths = [cfg.channels >> i for i in range(len(cfg.scales))]
         self.stages = nn.ModuleList(
-            Stage(cfg, i, widths[max(i - 1, 0)], widths[i], num_frames) for i in range(len(cfg.scales)))
+            UpsamplingLevel(cfg, i, widths[max(i - 1, 0)], widths[i], num_frames) for i in range(len(cfg.scales)))
         self.head = nn.Linear(widths[-1], 3)
         nn.init.zeros_(self.head.bias)
         # Patch padding, backwards from the output: stage i runs its blocks on a window padded by q[i] at its

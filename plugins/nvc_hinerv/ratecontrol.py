@@ -70,9 +70,9 @@ def stream_bpp(target: Target | None, clip: Clip) -> float:
 
 def count_parameters(model_cfg: HiNeRVConfig, frames: int, height: int, width: int) -> tuple[int, int]:
     """Exact (parameters, tensors) of the segment network (built on the meta device: no memory, no time)."""
-    from .codec import _coded, segment_model
+    from .codec import coded_frame_size, segment_model
 
-    hc, wc = _coded(height, width, model_cfg)
+    hc, wc = coded_frame_size(height, width, model_cfg)
     with torch.device("meta"):
         params = list(segment_model(model_cfg, frames, hc, wc).parameters())
     return sum(p.numel() for p in params), len(params)
@@ -193,13 +193,13 @@ def seconds_per_step(model_cfg: HiNeRVConfig, train: TrainConfig, clip: Clip, de
     Large frames are timed on a proxy of the same widths and at most PROXY_SIDE pixels a side (grids sized to it),
     scaled by the pixel ratio: the cost of a step is about linear in pixels, and the estimate stays cheap.
     """
-    from .codec import _coded, segment_model
+    from .codec import coded_frame_size, segment_model
 
     key = (model_cfg, train.batch_size, train.patch_size, clip.segment_frames, clip.height, clip.width, str(device))
     if key in _STEP_TIMES:
         return _STEP_TIMES[key]
     f = model_cfg.factor
-    hc, wc = _coded(clip.height, clip.width, model_cfg)
+    hc, wc = coded_frame_size(clip.height, clip.width, model_cfg)
     if train.patch_size is not None:
         hc, wc = min(hc, -(-train.patch_size[0] // f) * f), min(wc, -(-train.patch_size[1] // f) * f)
     side = max(f, PROXY_SIDE // f * f)

@@ -21,7 +21,7 @@ def test_plugin_contract():
     for name, preset in codec.presets.items():
         assert isinstance(preset.train, TrainConfig) and preset.description, name
         assert preset.train.prune_epochs == 0 and preset.train.qat_epochs == 0
-    assert [s.name for s in codec.stages(PRESETS["c3-tiny"])] == ["patch", "overfit", "quantize", "entropy"]
+    assert [s.name for s in codec.stages(PRESETS["c3-tiny"])] == ["frames", "overfit", "quantize", "entropy"]
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -134,6 +134,33 @@ def test_hinerv_target_to_network_is_monotone_and_within_budget():
     assert rates == sorted(rates) and rates[1] == pytest.approx(2 * rates[0])
 
 
+def test_hinerv_sized_networks_are_not_pruned_by_plan():
+    """Pruning costs dB at CPU schedules for a few % of bytes: a sized network is trained unpruned, `aim` prunes only
+    when the trained network codes over its budget, and otherwise hands the prune epoch to QAT (no step lost)."""
+    import torch
+
+    from nvc_hinerv import codec, ratecontrol
+    from nvc_hinerv.codec import segment_model
+    from nvc_pipe.pipeline import Work
+
+    clip = _clip(64, 64, 8)
+    cfg = codec.configure(None, Target("bpp", 1.0), {"steps": 200}, clip)
+    t = cfg.train
+    assert t.prune_epochs == 1 and t.epochs > 10 * t.qat_epochs
+    torch.manual_seed(0)
+    model = segment_model(cfg.model, 8, 64, 64)
+    size = ratecontrol.coded_bytes(model, {}, t.bits)
+    roomy = ratecontrol.aim(Work(None, None, cfg, torch.device("cpu"), False, model=model, budget_bytes=2 * size))
+    assert roomy.config.train.prune_ratio == 0 and roomy.config.train.prune_epochs == 0
+    assert roomy.config.train.qat_epochs == t.qat_epochs + t.prune_epochs
+    tight = ratecontrol.aim(Work(None, None, cfg, torch.device("cpu"), False, model=model,
+                                 budget_bytes=int(0.95 * size)))
+    assert 0 < tight.config.train.prune_ratio <= 0.5 and tight.config.train.prune_epochs == 1
+    assert tight.report["rate"]["aimed_bytes"] <= 0.95 * size
+    # the recipe presets keep their pruning
+    assert codec.configure("fast", None, {}, clip).train.prune_ratio == 0.15
+
+
 def test_hinerv_steps_come_from_the_clip_and_overrides():
     from nvc_hinerv import codec
 

@@ -2,14 +2,16 @@
 steer the coded size with the pruning ratio.
 
     target ─▶ stream bpp ─▶ payload bytes of a segment ─▶ parameters (bytes-per-parameter model, below)
-           ─▶ widths and grid channels (the largest network of the preset's family that fits, exact counts)
-    after overfit:  `aim` stage   — code the trained network at several pruning ratios (quantize + entropy only)
-                                    and pick the ratio whose payload meets the budget
+           ─▶ widths and grid channels (the largest unpruned network of the preset's family that fits)
+    after overfit:  `aim` stage   — code the trained network (quantize + entropy only); only if it is over the
+                                    budget, prune the smallest ratio whose payload meets it
     after entropy:  `trim` stage  — if the final payload is still over the budget, prune the final network a
                                     little more (no training) and code it again
 
-The bytes-per-parameter model (`BYTES_FIXED`, `BITS_PER_PARAMETER`) was measured on our CPU encodes at the
-recipe's pruning ratio; see docs/ratecontrol.md for the measurement. A quality target maps to a bpp
+The bytes-per-parameter model (`BYTES_PER_TENSOR`, `BITS_PER_PARAMETER`) was measured on our CPU encodes of
+unpruned networks; see docs/ratecontrol.md. A sized network is not pruned by plan: at these short schedules
+pruning 15 % saves 1–6 % of the bytes and costs several dB (it made a 3× larger budget code 4 dB worse), so the
+rate is spent on width and the pruning ratio only absorbs the model's error. A quality target maps to a bpp
 (`quality_to_bpp`): every 6 steps halve the rate, with more bits per pixel for small clips whose side information
 (sequence header, per-tensor scales) weighs more.
 """
@@ -35,13 +37,15 @@ from nvc_pipe.stages.quantize import records_from_model
 from .configs import HiNeRVConfig
 from .model import prunable_parameters
 
-# Payload bytes ≈ BYTES_PER_TENSOR · tensors + BITS_PER_PARAMETER / 8 · parameters (15 % pruned, 6-bit,
-# constriction coded): fitted on 8 networks of widths 8–64 at 64x64x8 and 176x144x24, 150 steps, max error 6.8 %
-# (benchmarks/ratecontrol_calibrate.py, docs/ratecontrol.md). The per-tensor cost is mostly the symbol histogram.
-BYTES_PER_TENSOR = 70.8
-BITS_PER_PARAMETER = 5.355
+# Payload bytes ≈ BYTES_PER_TENSOR · tensors + BITS_PER_PARAMETER / 8 · parameters (unpruned, 6-bit,
+# constriction coded, small tensors without a histogram): fitted (least relative error) on 8 trained networks
+# from the smallest to 64 wide at 64x64x8 and 176x144x24, 150 steps, max error 3.0 %
+# (benchmarks/ratecontrol_calibrate.py, docs/ratecontrol.md).
+BYTES_PER_TENSOR = 15.5
+BITS_PER_PARAMETER = 5.91
 PRUNE_RANGE = (0.0, 0.5)  # the `aim` stage's lever (fraction of all parameters)
-PRUNE_AIM = 0.15  # the network is sized so the budget is met at this ratio (the recipe's)
+PRUNE_AIM = 0.0  # the network is sized so the budget is met at this ratio (unpruned; see the docstring)
+SIZE_MARGIN = 0.97  # the network is sized for this share of the budget: an overshoot costs pruning (dB)
 AIM_MARGIN = 0.98  # aim a little under the budget: QAT moves the coded size by a percent or two
 TRIM_MAX = 0.1  # the `trim` stage prunes at most this much more of the final network (no training after it)
 MIN_CHANNELS, MAX_CHANNELS = 8, 512  # narrower networks fail to train (12 dB at 4 wide on 128x72x16)
@@ -54,6 +58,8 @@ STEP_RANGE = (400, 3000)
 REFERENCE_FRAME_PIXELS = 256 * 144
 # Stage split of a step budget, from the `fast` recipe (40 + 6 + 3 epochs, warm-up 10 % of the main stage).
 SPLIT = {"epochs": 40, "prune_epochs": 6, "qat_epochs": 3}
+# A sized network keeps one prune epoch for the rare case `aim` prunes; unused, it goes to QAT (see `aim`).
+SIZED_SPLIT = {"epochs": 45, "prune_epochs": 1, "qat_epochs": 3}
 
 
 def quality_to_bpp(quality: int, clip: Clip) -> float:
@@ -111,13 +117,13 @@ def smallest_bpp(template: HiNeRVConfig, clip: Clip) -> float:
 
 
 def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int) -> HiNeRVConfig:
-    """The widest network of the family whose predicted payload (at PRUNE_AIM) fits `payload_bytes`.
+    """The widest network of the family whose predicted payload (unpruned) fits SIZE_MARGIN · `payload_bytes`.
 
     ConfigError when even the smallest network is predicted over the budget, or the widest one under it by more
     than 10 % (the pruning lever cannot add bytes beyond the unpruned network).
     """
     frames, h, w = clip.segment_frames, clip.height, clip.width
-    budget = payload_bytes
+    budget = SIZE_MARGIN * payload_bytes
     low = max(MIN_CHANNELS, 1 << (len(template.scales) - 1))
 
     def fits(cfg: HiNeRVConfig) -> bool:
@@ -170,13 +176,13 @@ def total_steps(train: TrainConfig, clip: Clip, factor: int) -> int:
     return (train.epochs + train.prune_epochs + train.qat_epochs) * steps_per_epoch(train, clip, factor)
 
 
-def schedule_for_steps(train: TrainConfig, steps: int, clip: Clip, factor: int) -> TrainConfig:
-    """The recipe stretched to `steps` optimisation steps in all, split like the `fast` recipe."""
+def schedule_for_steps(train: TrainConfig, steps: int, clip: Clip, factor: int, split: dict = SPLIT) -> TrainConfig:
+    """The recipe stretched to `steps` optimisation steps in all, split like `split` (the `fast` recipe's)."""
     spe = steps_per_epoch(train, clip, factor)
     epochs = max(1, round(steps / spe))
-    whole = sum(SPLIT.values())
-    prune = max(1, round(epochs * SPLIT["prune_epochs"] / whole))
-    qat = max(1, round(epochs * SPLIT["qat_epochs"] / whole))
+    whole = sum(split.values())
+    prune = max(1, round(epochs * split["prune_epochs"] / whole))
+    qat = max(1, round(epochs * split["qat_epochs"] / whole))
     main = max(1, epochs - prune - qat)
     return replace(train, epochs=main, warmup_epochs=max(0, round(main / 10)), prune_epochs=prune, qat_epochs=qat)
 
@@ -275,7 +281,11 @@ def aim(work: Work) -> Work:
     train = work.config.train
     aimed = int(AIM_MARGIN * work.budget_bytes)
     ratio, size, probes = _search_ratio(work.model, aimed, train.bits, *PRUNE_RANGE)
-    work.config = replace(work.config, train=replace(train, prune_ratio=ratio))
+    if ratio > 0:
+        train = replace(train, prune_ratio=ratio)
+    else:  # nothing to prune: the prune stage is skipped, its epochs fine-tune in QAT instead
+        train = replace(train, prune_ratio=0.0, qat_epochs=train.qat_epochs + train.prune_epochs, prune_epochs=0)
+    work.config = replace(work.config, train=train)
     work.report["rate"] = {"budget_bytes": work.budget_bytes, "prune_ratio": round(ratio, 4),
                            "aimed_bytes": size, "probes": [[round(r, 4), b] for r, b in probes]}
     if size > work.budget_bytes:

@@ -130,6 +130,12 @@ def test_hinerv_target_to_network_is_monotone_and_within_budget():
         assert ratecontrol.predicted_bytes(cfg.model, 24, 144, 176) <= clip.payload_bytes(bpp)
         sizes.append(params)
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    # no gap between widths: a grid channel less or narrower MLPs fill the budget to within 5 % of the margin
+    wide = _clip(320, 136, 30)
+    for rate in (60e3, 200e3, 600e3):
+        budget = wide.payload_bytes(wide.bpp(Target("bitrate", rate)))
+        cfg = codec.configure(None, Target("bitrate", rate), {}, wide)
+        assert 0.92 * budget <= ratecontrol.predicted_bytes(cfg.model, 30, 136, 320) <= 0.97 * budget
     rates = [codec.configure(None, Target("quality", q), {}, clip).stream_bpp for q in (34, 28, 22)]
     assert rates == sorted(rates) and rates[1] == pytest.approx(2 * rates[0])
 

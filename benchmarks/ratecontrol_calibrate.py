@@ -2,7 +2,7 @@
 
 For each clip and width of the `fast` family: train the segment network for a short schedule (overfit only), then
 code it (6-bit, constriction) at pruning ratios 0 and PRUNE_AIM, and print parameters, tensors and bytes, plus a
-least-squares fit bytes = a + b · parameters at PRUNE_AIM.
+least-squares fit bytes = a · tensors + b · parameters at PRUNE_AIM (0: networks are sized unpruned).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ratecontrol_calibrate.py out/clips/c64x64x8.mp4 ... --steps 150
 """
@@ -23,7 +23,7 @@ from nvc_pipe.pipeline import Stage, Work, run_stages
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("clips", nargs="+")
-    ap.add_argument("--widths", default="8,16,32,64,96")
+    ap.add_argument("--widths", default="8,16,32,64,96", help="widths of the fast family; 'min': the smallest network")
     ap.add_argument("--steps", type=int, default=150)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -36,9 +36,10 @@ def main() -> None:
         with open_video(path) as src:
             seg = next(src.segments(None))
             info = src.info
-        for width in (int(w) for w in args.widths.split(",")):
+        for width in args.widths.split(","):
             cfg, clip = clip_for(hinerv, "fast", None, {"steps": args.steps}, info, len(seg), None, dev)
-            cfg = type(cfg)(rc.family(cfg.model, width), cfg.train, cfg.description)
+            model = rc.smallest_network(cfg.model) if width == "min" else rc.family(cfg.model, int(width))
+            cfg = type(cfg)(model, cfg.train, cfg.description)
             stages = [s for s in hinerv.stages(cfg) if s.name in ("patch", "init", "overfit")]
             work = run_stages([Stage(s.name, s.run) for s in stages], Work(seg, info, cfg, dev, False))
             n = work.model.num_parameters()

@@ -6,11 +6,16 @@ Two coders, both range coding (constriction's `stream.queue`, FIFO), 32-bit word
   histogram. The histogram travels in the block as integers (at the precision that makes the block smallest),
   so encoder and decoder build their model from the same integers (float64 division of integers is exact IEEE on every
   platform: no float drift between machines).
+* `encode_geometric` / `decode_geometric`: i.i.d. integer symbols under a two-sided geometric model (a discrete
+  Laplace peaked at 0) given by one 16-bit decay; its integer frequencies are rebuilt by integer arithmetic on
+  both sides, so small tensors do not pay for a histogram (bit-exact like `encode_iid`).
 * `encode_laplace` / `decode_laplace`: symbols under per-symbol quantized-Laplace models (means, scales given by
   the caller, who must make them bit-identical on both sides).
 
 Block layout of `encode_iid` (docs/bitstream.md, "categorical block"):
     n:varint  [min:svarint  bins:varint  [freq:varint × bins  words:varint  u32 × words]]
+Block layout of `encode_geometric` (docs/bitstream.md, "geometric block"):
+    n:varint  [min:svarint  bins:varint  [decay:u16  words:varint  u32 × words]]
 The symbol count `n` is checked against what the caller expects, so no length field can make us allocate more
 than the stream justifies.
 
@@ -84,6 +89,89 @@ def encode_iid(symbols: np.ndarray, w: ByteWriter) -> None:
     w.raw(words.astype("<u4").tobytes())
 
 
+def geometric_freqs(lo: int, bins: int, decay: int) -> np.ndarray:
+    """Frequencies of symbols lo … lo+bins−1: g(0) = 2^16, g(k+1) = (g(k) · decay) >> 16, f(s) = max(1, g(|s|))."""
+    reach = max(abs(lo), abs(lo + bins - 1)) + 1
+    g = np.zeros(reach, dtype=np.int64)
+    v = 1 << 16
+    for k in range(reach):
+        g[k] = v
+        v = (v * decay) >> 16
+        if v == 0:
+            break
+    return np.maximum(g[np.abs(np.arange(lo, lo + bins))], 1)
+
+
+def _geometric_fit(flat: np.ndarray, lo: int, bins: int) -> int:
+    """The decay (1 … 65535) under which the symbols cost the fewest bits (a log-spaced search, encoder only)."""
+    counts = np.bincount(flat - lo, minlength=bins)
+    present = np.nonzero(counts)[0]
+    best, best_bits = 1, float("inf")
+    for decay in np.unique(np.rint(65536 - np.geomspace(1, 65535, 96)).astype(np.int64)):
+        freqs = geometric_freqs(lo, bins, int(decay))
+        bits = -float((counts[present] * np.log2(freqs[present] / freqs.sum())).sum())
+        if bits < best_bits:
+            best, best_bits = int(decay), bits
+    return best
+
+
+def encode_geometric(symbols: np.ndarray, w: ByteWriter) -> None:
+    """Append a geometric block coding the integer array `symbols` (any shape, flattened)."""
+    flat = np.asarray(symbols).reshape(-1).astype(np.int64)
+    w.varint(flat.size, "symbol count")
+    if flat.size == 0:
+        return
+    lo, hi = int(flat.min()), int(flat.max())
+    bins = hi - lo + 1
+    if bins > MAX_BINS:
+        raise ValueError(f"symbol range {lo}..{hi} exceeds {MAX_BINS} bins")
+    w.svarint(lo, "min symbol")
+    w.varint(bins, "bins")
+    if bins == 1:
+        return
+    decay = _geometric_fit(flat, lo, bins)
+    w.u16(decay, "decay")
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode((flat - lo).astype(np.int32), _categorical(geometric_freqs(lo, bins, decay)))
+    words = enc.get_compressed()
+    w.varint(words.size, "word count")
+    w.raw(words.astype("<u4").tobytes())
+
+
+def decode_geometric(r: ByteReader, expected: int, lo_limit: int = -(1 << 15), hi_limit: int = (1 << 15) - 1
+                     ) -> np.ndarray:
+    """Read a geometric block of `expected` symbols within [lo_limit, hi_limit]; BitstreamError otherwise."""
+    n = r.varint("symbol count")
+    if n != expected:
+        raise BitstreamError(f"corrupt stream: {n} symbols where {expected} were expected")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo = r.svarint("min symbol", limit=1 << 31)
+    bins = r.varint("bins", limit=MAX_BINS)
+    if bins == 0 or lo < lo_limit or lo + bins - 1 > hi_limit:
+        raise BitstreamError(f"corrupt stream: geometric block range {lo}+{bins} outside {lo_limit}..{hi_limit}")
+    if bins == 1:
+        return np.full(n, lo, dtype=np.int64)
+    decay = r.u16("decay")
+    freqs = geometric_freqs(lo, bins, decay)
+    return _decode_words(r, n, freqs) + lo
+
+
+def _decode_words(r: ByteReader, n: int, freqs: np.ndarray) -> np.ndarray:
+    n_words = r.varint("word count", limit=r.remaining // 4)
+    words = np.frombuffer(r.take(4 * n_words, "coded words"), dtype="<u4").astype(np.uint32)
+    try:
+        out = constriction.stream.queue.RangeDecoder(words).decode(_categorical(freqs), n)
+    except BaseException as exc:  # constriction raises pyo3 PanicException (a BaseException) on garbage
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise BitstreamError(f"corrupt stream: entropy decoding failed ({type(exc).__name__})") from None
+    out = np.asarray(out, dtype=np.int64)
+    if out.size != n or (freqs[out] == 0).any():
+        raise BitstreamError("corrupt stream: entropy decoder produced impossible symbols")
+    return out
+
+
 def decode_iid(r: ByteReader, expected: int) -> np.ndarray:
     """Read a categorical block; return `expected` int64 symbols or raise BitstreamError."""
     n = r.varint("symbol count")
@@ -102,18 +190,7 @@ def decode_iid(r: ByteReader, expected: int) -> np.ndarray:
     freqs = np.array([r.varint("frequency", limit=1 << 40) for _ in range(bins)], dtype=np.int64)
     if freqs.sum() == 0:
         raise BitstreamError("corrupt stream: empty histogram")
-    n_words = r.varint("word count", limit=r.remaining // 4)
-    words = np.frombuffer(r.take(4 * n_words, "coded words"), dtype="<u4").astype(np.uint32)
-    try:
-        out = constriction.stream.queue.RangeDecoder(words).decode(_categorical(freqs), n)
-    except BaseException as exc:  # constriction raises pyo3 PanicException (a BaseException) on garbage
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise BitstreamError(f"corrupt stream: entropy decoding failed ({type(exc).__name__})") from None
-    out = np.asarray(out, dtype=np.int64)
-    if out.size != n or (freqs[out] == 0).any():
-        raise BitstreamError("corrupt stream: entropy decoder produced impossible symbols")
-    return out + lo
+    return _decode_words(r, n, freqs) + lo
 
 
 def encode_laplace(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, lo: int, hi: int) -> bytes:

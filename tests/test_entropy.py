@@ -58,3 +58,34 @@ def test_laplace_round_trip():
     symbols = np.clip(np.round(rng.laplace(means, scales)), -64, 64).astype(np.int64)
     data = entropy.encode_laplace(symbols, means, scales, -64, 64)
     assert np.array_equal(entropy.decode_laplace(data, means, scales, -64, 64), symbols)
+
+
+def test_geometric_round_trip_and_cheaper_than_a_histogram_for_few_symbols():
+    rng = np.random.default_rng(3)
+    for n, spread in ((300, 4), (20, 1), (5000, 8)):
+        symbols = np.clip(np.round(rng.laplace(0, spread, n)), -32, 31).astype(np.int64)
+        w = ByteWriter()
+        entropy.encode_geometric(symbols, w)
+        w.raw(b"after")
+        r = ByteReader(w.getvalue())
+        assert np.array_equal(entropy.decode_geometric(r, n, -32, 31), symbols)
+        assert r.take(5) == b"after"
+    small = np.clip(np.round(rng.laplace(0, 5, 300)), -32, 31).astype(np.int64)
+    hist, geo = ByteWriter(), ByteWriter()
+    entropy.encode_iid(small, hist)
+    entropy.encode_geometric(small, geo)
+    assert len(geo) < 0.9 * len(hist)  # no 40-odd-bin histogram to send
+    # the model is integers only: the same table on every machine
+    assert entropy.geometric_freqs(-2, 5, 32768).tolist() == [16384, 32768, 65536, 32768, 16384]
+
+
+def test_geometric_block_errors():
+    w = ByteWriter()
+    entropy.encode_geometric(np.arange(-10, 10), w)
+    data = w.getvalue()
+    with pytest.raises(BitstreamError):
+        entropy.decode_geometric(ByteReader(data), 21)
+    with pytest.raises(BitstreamError):
+        entropy.decode_geometric(ByteReader(data[:-3]), 20)
+    with pytest.raises(BitstreamError, match="outside"):  # symbols beyond what the tensor's bits allow
+        entropy.decode_geometric(ByteReader(data), 20, -8, 7)

@@ -59,3 +59,32 @@ def test_records_round_trip_lossless():
     assert np.array_equal(out["a.weight"].mask, mask)
     with pytest.raises(BitstreamError, match="architecture"):
         read_tensors(ByteReader(w.getvalue()), [("a.weight", (64, 25)), ("b.weight", (8, 1, 3, 3)), ("a.bias", (24,))])
+
+
+def test_small_tensors_skip_the_histogram_and_old_records_still_read():
+    """A tensor of a few hundred 6-bit values is coded as kind 2 (geometric block); kind-1 records still decode."""
+    from nvc_pipe import entropy
+    from nvc_pipe.bitstream.tensors import KIND_QUANT, KIND_QUANT_GEOMETRIC, model_signature
+
+    torch.manual_seed(1)
+    rec = TensorRecord("s.weight", (16, 24), quant=quantize(torch.randn(16, 24) * 0.1, 6))
+    w = ByteWriter()
+    write_tensors([rec], w)
+    data = w.getvalue()
+    assert data[4 + 1 + 1 + 2] == KIND_QUANT_GEOMETRIC  # signature, count, ndim, two dims, kind
+    old = ByteWriter()  # the same record as a pre-geometric encoder wrote it (kind 1, histogram)
+    old.u32(model_signature([(rec.name, rec.shape)]))
+    old.varint(1)
+    old.u8(2)
+    old.varint(16)
+    old.varint(24)
+    old.u8(KIND_QUANT)
+    old.u8(6)
+    old.i8(rec.quant.axis)
+    old.f16_array(rec.quant.scale.reshape(-1))
+    old.u8(0)
+    entropy.encode_iid(rec.quant.q, old)
+    assert len(data) < len(old.getvalue())
+    for stream in (data, old.getvalue()):
+        got = read_tensors(ByteReader(stream), [(rec.name, rec.shape)])[rec.name]
+        assert np.array_equal(got.values(), rec.values())

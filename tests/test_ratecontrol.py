@@ -130,8 +130,41 @@ def test_hinerv_target_to_network_is_monotone_and_within_budget():
         assert ratecontrol.predicted_bytes(cfg.model, 24, 144, 176) <= clip.payload_bytes(bpp)
         sizes.append(params)
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    # no gap between widths: a grid channel less or narrower MLPs fill the budget to within 5 % of the margin
+    wide = _clip(320, 136, 30)
+    for rate in (60e3, 200e3, 600e3):
+        budget = wide.payload_bytes(wide.bpp(Target("bitrate", rate)))
+        cfg = codec.configure(None, Target("bitrate", rate), {}, wide)
+        assert 0.92 * budget <= ratecontrol.predicted_bytes(cfg.model, 30, 136, 320) <= 0.97 * budget
     rates = [codec.configure(None, Target("quality", q), {}, clip).stream_bpp for q in (34, 28, 22)]
     assert rates == sorted(rates) and rates[1] == pytest.approx(2 * rates[0])
+
+
+def test_hinerv_sized_networks_are_not_pruned_by_plan():
+    """Pruning costs dB at CPU schedules for a few % of bytes: a sized network is trained unpruned, `aim` prunes only
+    when the trained network codes over its budget, and otherwise hands the prune epoch to QAT (no step lost)."""
+    import torch
+
+    from nvc_hinerv import codec, ratecontrol
+    from nvc_hinerv.codec import segment_model
+    from nvc_pipe.pipeline import Work
+
+    clip = _clip(64, 64, 8)
+    cfg = codec.configure(None, Target("bpp", 1.0), {"steps": 200}, clip)
+    t = cfg.train
+    assert t.prune_epochs == 1 and t.epochs > 10 * t.qat_epochs
+    torch.manual_seed(0)
+    model = segment_model(cfg.model, 8, 64, 64)
+    size = ratecontrol.coded_bytes(model, {}, t.bits)
+    roomy = ratecontrol.aim(Work(None, None, cfg, torch.device("cpu"), False, model=model, budget_bytes=2 * size))
+    assert roomy.config.train.prune_ratio == 0 and roomy.config.train.prune_epochs == 0
+    assert roomy.config.train.qat_epochs == t.qat_epochs + t.prune_epochs
+    tight = ratecontrol.aim(Work(None, None, cfg, torch.device("cpu"), False, model=model,
+                                 budget_bytes=int(0.95 * size)))
+    assert 0 < tight.config.train.prune_ratio <= 0.5 and tight.config.train.prune_epochs == 1
+    assert tight.report["rate"]["aimed_bytes"] <= 0.95 * size
+    # the recipe presets keep their pruning
+    assert codec.configure("fast", None, {}, clip).train.prune_ratio == 0.15
 
 
 def test_hinerv_steps_come_from_the_clip_and_overrides():
@@ -156,6 +189,14 @@ def test_default_quality_is_under_0_3_bpp_and_within_3x():
     rates = [codec.configure(None, None, {}, c).stream_bpp for c in clips]
     rates += [c3rc.plan(c3rc.configure(None, None, {}, c), c)["stream_bpp"] for c in clips]
     assert max(rates) <= 0.3 and max(rates) / min(rates) <= 3
+    # 64x64x8 (a 344-byte header, as measured): HiNeRV's smallest network, small tensors without histograms
+    # and 1x1 block convolutions, is predicted under 0.3 bpp with the headers
+    from nvc_hinerv import ratecontrol
+
+    tiny = _clip(64, 64, 8, overhead=344)
+    cfg = codec.configure(None, None, {}, tiny)
+    stream = ratecontrol.predicted_bytes(cfg.model, 8, 64, 64) + tiny.overhead_bytes
+    assert cfg.stream_bpp <= 0.3 and 8 * stream / tiny.pixels < 0.29 and cfg.model.kernel_size == 1
 
 
 def test_c3_target_to_lambda_and_patch_layout():

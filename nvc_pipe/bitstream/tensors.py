@@ -6,6 +6,8 @@
     body(kind=1) = bits:u8  axis:i8  scale:fp16 × n_scales  masked:u8
                    [mask: categorical block of numel 0/1 symbols]  values: categorical block
                    (one symbol per unmasked element, in C order; masked elements decode to 0)
+    body(kind=2) = as kind 1, but the values are a geometric block (a discrete Laplace given by one u16 decay,
+                   no histogram: small tensors, whose 2^bits-bin histogram would cost more than their values)
 
 Records follow the model's parameter order; names are not stored. `signature` is the CRC32 of the model's
 parameter list ("name:d0xd1x…" joined by ";"), so a decoder building a different network refuses the payload
@@ -26,7 +28,7 @@ from .. import entropy
 from ..errors import BitstreamError
 from .fields import ByteReader, ByteWriter
 
-KIND_FP16, KIND_QUANT = 0, 1
+KIND_FP16, KIND_QUANT, KIND_QUANT_GEOMETRIC = 0, 1, 2
 
 
 @dataclass
@@ -81,25 +83,38 @@ def write_tensors(records: list[TensorRecord], w: ByteWriter) -> list[dict]:
             w.u8(KIND_FP16, "kind")
             w.f16_array(rec.fp16.reshape(-1))
         else:
-            qt = rec.quant
-            w.u8(KIND_QUANT, "kind")
-            w.u8(qt.bits, "bits")
-            w.i8(qt.axis, "axis")
-            w.f16_array(qt.scale.reshape(-1))
-            symbols = qt.q.reshape(-1)
-            if rec.mask is not None:
-                keep = rec.mask.reshape(-1)
-                w.u8(1, "masked")
-                entropy.encode_iid(keep.astype(np.int64), w)
-                entropy_bits += entropy.empirical_entropy_bits(keep)
-                symbols = symbols[keep]
-            else:
-                w.u8(0, "masked")
-            entropy.encode_iid(symbols, w)
-            entropy_bits += entropy.empirical_entropy_bits(symbols)
+            entropy_bits = _write_quantized(rec, w)
         stats.append({"name": rec.name, "numel": math.prod(rec.shape), "coded_bits": 8 * (len(w) - start),
                       "entropy_bits": entropy_bits, "quantized": rec.quant is not None})
     return stats
+
+
+def _write_quantized(rec: TensorRecord, w: ByteWriter) -> float:
+    """Kind 1 or kind 2, whichever is smaller; returns the empirical entropy bits of mask and values."""
+    qt = rec.quant
+    head = ByteWriter()
+    head.u8(qt.bits, "bits")
+    head.i8(qt.axis, "axis")
+    head.f16_array(qt.scale.reshape(-1))
+    symbols = qt.q.reshape(-1)
+    bits = 0.0
+    if rec.mask is not None:
+        keep = rec.mask.reshape(-1)
+        head.u8(1, "masked")
+        entropy.encode_iid(keep.astype(np.int64), head)
+        bits += entropy.empirical_entropy_bits(keep)
+        symbols = symbols[keep]
+    else:
+        head.u8(0, "masked")
+    bits += entropy.empirical_entropy_bits(symbols)
+    histogram, geometric = ByteWriter(), ByteWriter()
+    entropy.encode_iid(symbols, histogram)
+    entropy.encode_geometric(symbols, geometric)
+    kind, body = ((KIND_QUANT, histogram) if len(histogram) <= len(geometric) else (KIND_QUANT_GEOMETRIC, geometric))
+    w.u8(kind, "kind")
+    w.raw(head.getvalue())
+    w.raw(body.getvalue())
+    return bits
 
 
 def read_tensors(r: ByteReader, expected: list[tuple[str, tuple[int, ...]]]) -> dict[str, TensorRecord]:
@@ -120,7 +135,7 @@ def read_tensors(r: ByteReader, expected: list[tuple[str, tuple[int, ...]]]) -> 
         if kind == KIND_FP16:
             out[name] = TensorRecord(name, shape, fp16=r.f16_array(numel, f"{name} values"))
             continue
-        if kind != KIND_QUANT:
+        if kind not in (KIND_QUANT, KIND_QUANT_GEOMETRIC):
             raise BitstreamError(f"corrupt stream: tensor {name!r} has unknown kind {kind}")
         bits = r.u8("bits")
         axis = r.i8("axis")
@@ -139,8 +154,11 @@ def read_tensors(r: ByteReader, expected: list[tuple[str, tuple[int, ...]]]) -> 
                 raise BitstreamError(f"corrupt stream: mask of {name!r} is not binary")
             mask = keep.astype(bool).reshape(shape)
             n_values = int(mask.sum())
-        values = entropy.decode_iid(r, n_values)
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        if kind == KIND_QUANT:
+            values = entropy.decode_iid(r, n_values)
+        else:
+            values = entropy.decode_geometric(r, n_values, lo, hi)
         if values.size and (values.min() < lo or values.max() > hi):
             raise BitstreamError(f"corrupt stream: tensor {name!r} has values outside {bits} bits")
         q = np.zeros(numel, dtype=np.int64)

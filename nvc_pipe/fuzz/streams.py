@@ -223,7 +223,8 @@ class _Walker:
     def string(self, name: str) -> None:
         self.skip(self.fixed("u8", f"{name} length"))
 
-    def block(self, name: str) -> None:
+    def block(self, name: str, geometric: bool = False) -> None:
+        """A categorical block (histogram), or with `geometric` a geometric block (one u16 decay)."""
         n = self.varint(f"{name} symbol count")
         if not n:
             return
@@ -231,10 +232,13 @@ class _Walker:
         bins = self.varint(f"{name} bins")
         if bins <= 1:
             return
-        if bins > len(self.d):
-            raise _Stop
-        for _ in range(bins):
-            self.varint(f"{name} frequency")
+        if geometric:
+            self.fixed("u16", f"{name} decay")
+        else:
+            if bins > len(self.d):
+                raise _Stop
+            for _ in range(bins):
+                self.varint(f"{name} frequency")
         self.skip(4 * self.varint(f"{name} word count"))
 
 
@@ -287,7 +291,7 @@ def au_fields(payload: bytes) -> list[Field]:
             masked = w.fixed("u8", f"t{t} masked")
             if masked:
                 w.block(f"t{t} mask")
-            w.block(f"t{t} values")
+            w.block(f"t{t} values", geometric=kind == 2)
     except _Stop:
         pass
     return w.fields
@@ -364,7 +368,8 @@ def synth_payload(rng: random.Random, cfg_dict: dict, frames: int, height: int, 
         bits = rng.choice([2, 4, 6, 6, 8, 16])
         axis = rng.choice([-1] + [i for i, d in enumerate(shape) if d])
         n_scales = 1 if axis < 0 else numel // shape[axis]
-        w.u8(1)
+        geometric = rng.random() < 0.5
+        w.u8(2 if geometric else 1)
         w.u8(bits)
         w.i8(axis)
         w.f16_array(nrng.uniform(1e-3, 0.2, n_scales).astype(np.float16))
@@ -376,7 +381,7 @@ def synth_payload(rng: random.Random, cfg_dict: dict, frames: int, height: int, 
         hi = 2 ** (bits - 1) - 1
         spread = rng.choice([0, 1, 3, min(hi, 60)])
         vals = np.clip(np.rint(nrng.normal(0, max(spread, 1e-9), int(keep.sum()))), -hi - 1, hi).astype(np.int64)
-        entropy.encode_iid(vals, w)
+        (entropy.encode_geometric if geometric else entropy.encode_iid)(vals, w)
     return w.getvalue()
 
 

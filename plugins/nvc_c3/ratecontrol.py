@@ -42,6 +42,7 @@ MIN_STEPS = 20
 # default quality: like HiNeRV's, more bits per pixel for small clips
 BPP_AT_DEFAULT = 0.1
 SMALL_CLIP_PIXELS = 2_000_000
+SMALL_CLIP_MAX = 2.8  # at most 2.8x (0.28 bpp): the default stays under 0.3 bpp and within 3x of large clips
 # clip-aware steps per patch: more for small patches (cheap), fewer for large ones
 STEPS_AT_1M = 600
 STEP_RANGE = (300, 2000)
@@ -68,7 +69,7 @@ def patch_count(model, clip: Clip) -> int:
 
 
 def quality_to_bpp(quality: int, clip: Clip) -> float:
-    small = min(3.0, max(1.0, (SMALL_CLIP_PIXELS / max(clip.pixels, 1)) ** 0.35))
+    small = min(SMALL_CLIP_MAX, max(1.0, (SMALL_CLIP_PIXELS / max(clip.pixels, 1)) ** 0.35))
     return quality_bpp(quality, BPP_AT_DEFAULT * small)
 
 

@@ -152,7 +152,8 @@ class HiNeRVCodec:
             train = _scaled_epochs(train, ov["epochs"])
         elif "steps" in ov or name not in FIXED_LENGTH:
             steps = ov.get("steps") or ratecontrol.default_steps(clip)
-            train = ratecontrol.schedule_for_steps(train, max(1, int(steps)), clip, factor)
+            split = ratecontrol.SPLIT if bpp is None else ratecontrol.SIZED_SPLIT
+            train = ratecontrol.schedule_for_steps(train, max(1, int(steps)), clip, factor, split)
         train = replace(train, **{k: int(ov[k]) for k in ("prune_epochs", "qat_epochs", "batch_size", "seed")
                                   if k in ov})
         if train.batch_size < 1:
@@ -172,7 +173,8 @@ class HiNeRVCodec:
                               f"({per_step:.2f} s on this device)")
         if fit >= ratecontrol.total_steps(cfg.train, clip, factor):
             return cfg
-        return replace(cfg, train=ratecontrol.schedule_for_steps(cfg.train, fit, clip, factor))
+        split = ratecontrol.SPLIT if cfg.stream_bpp is None else ratecontrol.SIZED_SPLIT
+        return replace(cfg, train=ratecontrol.schedule_for_steps(cfg.train, fit, clip, factor, split))
 
     def plan(self, cfg: Preset, clip: Clip) -> dict:
         hc, wc = coded_frame_size(clip.height, clip.width, cfg.model)

@@ -2,14 +2,16 @@
 steer the coded size with the pruning ratio.
 
     target ─▶ stream bpp ─▶ payload bytes of a segment ─▶ parameters (bytes-per-parameter model, below)
-           ─▶ widths and grid channels (the largest network of the preset's family that fits, exact counts)
-    after overfit:  `aim` stage   — code the trained network at several pruning ratios (quantize + entropy only)
-                                    and pick the ratio whose payload meets the budget
+           ─▶ widths and grid channels (the largest unpruned network of the preset's family that fits)
+    after overfit:  `aim` stage   — code the trained network (quantize + entropy only); only if it is over the
+                                    budget, prune the smallest ratio whose payload meets it
     after entropy:  `trim` stage  — if the final payload is still over the budget, prune the final network a
                                     little more (no training) and code it again
 
-The bytes-per-parameter model (`BYTES_FIXED`, `BITS_PER_PARAMETER`) was measured on our CPU encodes at the
-recipe's pruning ratio; see docs/ratecontrol.md for the measurement. A quality target maps to a bpp
+The bytes-per-parameter model (`BYTES_PER_TENSOR`, `BITS_PER_PARAMETER`) was measured on our CPU encodes of
+unpruned networks; see docs/ratecontrol.md. A sized network is not pruned by plan: at these short schedules
+pruning 15 % saves 1–6 % of the bytes and costs several dB (it made a 3× larger budget code 4 dB worse), so the
+rate is spent on width and the pruning ratio only absorbs the model's error. A quality target maps to a bpp
 (`quality_to_bpp`): every 6 steps halve the rate, with more bits per pixel for small clips whose side information
 (sequence header, per-tensor scales) weighs more.
 """
@@ -35,29 +37,34 @@ from nvc_pipe.stages.quantize import records_from_model
 from .configs import HiNeRVConfig
 from .model import prunable_parameters
 
-# Payload bytes ≈ BYTES_PER_TENSOR · tensors + BITS_PER_PARAMETER / 8 · parameters (15 % pruned, 6-bit,
-# constriction coded): fitted on 8 networks of widths 8–64 at 64x64x8 and 176x144x24, 150 steps, max error 6.8 %
-# (benchmarks/ratecontrol_calibrate.py, docs/ratecontrol.md). The per-tensor cost is mostly the symbol histogram.
-BYTES_PER_TENSOR = 70.8
-BITS_PER_PARAMETER = 5.355
+# Payload bytes ≈ BYTES_PER_TENSOR · tensors + BITS_PER_PARAMETER / 8 · parameters (unpruned, 6-bit,
+# constriction coded, small tensors without a histogram): fitted (least relative error) on 8 trained networks
+# from the smallest to 64 wide at 64x64x8 and 176x144x24, 150 steps, max error 3.0 %
+# (benchmarks/ratecontrol_calibrate.py, docs/ratecontrol.md).
+BYTES_PER_TENSOR = 15.5
+BITS_PER_PARAMETER = 5.91
 PRUNE_RANGE = (0.0, 0.5)  # the `aim` stage's lever (fraction of all parameters)
-PRUNE_AIM = 0.15  # the network is sized so the budget is met at this ratio (the recipe's)
+PRUNE_AIM = 0.0  # the network is sized so the budget is met at this ratio (unpruned; see the docstring)
+SIZE_MARGIN = 0.97  # the network is sized for this share of the budget: an overshoot costs pruning (dB)
 AIM_MARGIN = 0.98  # aim a little under the budget: QAT moves the coded size by a percent or two
 TRIM_MAX = 0.1  # the `trim` stage prunes at most this much more of the final network (no training after it)
 MIN_CHANNELS, MAX_CHANNELS = 8, 512  # narrower networks fail to train (12 dB at 4 wide on 128x72x16)
-# Default quality: this bpp on large clips, rising to at most 3x on tiny ones (side information weighs more).
+# Default quality: this bpp on large clips, rising to at most 2.8x on tiny ones (side information weighs more).
 BPP_AT_DEFAULT = 0.1
 SMALL_CLIP_PIXELS = 2_000_000
+SMALL_CLIP_MAX = 2.8  # at most 2.8x (0.28 bpp): the default stays under 0.3 bpp and within 3x of large clips
 # Clip-aware training length (whole-frame batches): ~30 steps per frame, fewer for large frames.
 STEPS_PER_FRAME = 30
 STEP_RANGE = (400, 3000)
 REFERENCE_FRAME_PIXELS = 256 * 144
 # Stage split of a step budget, from the `fast` recipe (40 + 6 + 3 epochs, warm-up 10 % of the main stage).
 SPLIT = {"epochs": 40, "prune_epochs": 6, "qat_epochs": 3}
+# A sized network keeps one prune epoch for the rare case `aim` prunes; unused, it goes to QAT (see `aim`).
+SIZED_SPLIT = {"epochs": 45, "prune_epochs": 1, "qat_epochs": 3}
 
 
 def quality_to_bpp(quality: int, clip: Clip) -> float:
-    small = min(3.0, max(1.0, (SMALL_CLIP_PIXELS / max(clip.pixels, 1)) ** 0.35))
+    small = min(SMALL_CLIP_MAX, max(1.0, (SMALL_CLIP_PIXELS / max(clip.pixels, 1)) ** 0.35))
     return quality_bpp(quality, BPP_AT_DEFAULT * small)
 
 
@@ -83,21 +90,24 @@ def predicted_bytes(model_cfg: HiNeRVConfig, frames: int, height: int, width: in
     return BYTES_PER_TENSOR * tensors + BITS_PER_PARAMETER / 8 * params
 
 
-def family(template: HiNeRVConfig, channels: int) -> HiNeRVConfig:
-    """The preset's architecture at another width; grid channels follow the width (fast: 48 → 2, fast-l: 64 → 4)."""
+def family(template: HiNeRVConfig, channels: int, fewer_grid_channels: int = 0) -> HiNeRVConfig:
+    """The preset's architecture at another width; grid channels follow the width (fast: 48 → 2, fast-l: 64 → 4),
+    less `fewer_grid_channels` (the grids are most of a network on large frames: each grid channel is a step)."""
     ratio = channels / template.channels
     return replace(template, channels=channels,
-                   base_grid_channels=max(1, round(template.base_grid_channels * ratio)),
-                   local_grid_channels=max(1, round(template.local_grid_channels * ratio)))
+                   base_grid_channels=max(1, round(template.base_grid_channels * ratio) - fewer_grid_channels),
+                   local_grid_channels=max(1, round(template.local_grid_channels * ratio) - fewer_grid_channels))
 
 
 def _small_variants(template: HiNeRVConfig) -> list[HiNeRVConfig]:
-    """Ever smaller relatives for budgets below the family's narrowest network: one block per stage, one level."""
+    """Ever smaller relatives for budgets below the family's narrowest network: one block per stage, one level,
+    and last 1x1 block convolutions (on 64x64x8 the 3x3 ones are a quarter of the smallest network's weights)."""
     one = tuple(1 for _ in template.depths)
+    least = replace(template, depths=one, local_grid_levels=1, base_grid_levels=1, base_grid_frames=1,
+                    exps=tuple(1.0 for _ in template.exps))
     return [replace(template, depths=one),
             replace(template, depths=one, local_grid_levels=1, base_grid_levels=1),
-            replace(template, depths=one, local_grid_levels=1, base_grid_levels=1, base_grid_frames=1,
-                    exps=tuple(1.0 for _ in template.exps))]
+            least, replace(least, kernel_size=1)]
 
 
 def smallest_network(template: HiNeRVConfig) -> HiNeRVConfig:
@@ -105,19 +115,19 @@ def smallest_network(template: HiNeRVConfig) -> HiNeRVConfig:
 
 
 def smallest_bpp(template: HiNeRVConfig, clip: Clip) -> float:
-    """Stream bpp of the family's smallest network on this clip (predicted, headers included, 5 % margin)."""
+    """Stream bpp of the family's smallest network on this clip (predicted, headers included, 3 % margin)."""
     need = predicted_bytes(smallest_network(template), clip.segment_frames, clip.height, clip.width)
-    return 1.05 * 8 * (need * math.ceil(clip.frames / clip.segment_frames) + clip.overhead_bytes) / clip.pixels
+    return 1.03 * 8 * (need * math.ceil(clip.frames / clip.segment_frames) + clip.overhead_bytes) / clip.pixels
 
 
 def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int) -> HiNeRVConfig:
-    """The widest network of the family whose predicted payload (at PRUNE_AIM) fits `payload_bytes`.
+    """The widest network of the family whose predicted payload (unpruned) fits SIZE_MARGIN · `payload_bytes`.
 
     ConfigError when even the smallest network is predicted over the budget, or the widest one under it by more
     than 10 % (the pruning lever cannot add bytes beyond the unpruned network).
     """
     frames, h, w = clip.segment_frames, clip.height, clip.width
-    budget = payload_bytes
+    budget = SIZE_MARGIN * payload_bytes
     low = max(MIN_CHANNELS, 1 << (len(template.scales) - 1))
 
     def fits(cfg: HiNeRVConfig) -> bool:
@@ -140,11 +150,22 @@ def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int) -> HiNe
                           f"{8 * big / (frames * w * h):.3g} bpp (ask for a lower rate)")
     if fits(family(template, hi)):
         return family(template, hi)
-    lo = low
-    while hi - lo > 1:  # parameters grow monotonically with the width
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(family(template, mid)) else (lo, mid)
-    return family(template, lo)
+
+    def widest(fewer: int) -> HiNeRVConfig:
+        lo, top = low, hi
+        while top - lo > 1:  # parameters grow monotonically with the width
+            mid = (lo + top) // 2
+            lo, top = (mid, top) if fits(family(template, mid, fewer)) else (lo, mid)
+        return family(template, lo, fewer)
+
+    # a grid channel less fills the gap where the scaled grid channels step up (320x136: 35 wide with 1 grid
+    # channel coded 12 % under its budget, 36 wide with 2 was over it)
+    best = max((widest(0), widest(1)), key=lambda c: predicted_bytes(c, frames, h, w))
+    # one channel wider with narrower MLPs fills the ~2/C step between widths (19 → 20 wide: +11 % parameters)
+    shrink = [round(0.95 - 0.05 * i, 2) for i in range(10)]  # MLP expansion × 0.95 … 0.5
+    wider = [replace(c, exps=tuple(round(e * f, 3) if e > 1 else e for e in c.exps))
+             for c in (family(template, best.channels + 1, fewer) for fewer in (0, 1)) for f in shrink]
+    return max([best] + [c for c in wider if fits(c)], key=lambda c: predicted_bytes(c, frames, h, w))
 
 
 def default_steps(clip: Clip) -> int:
@@ -170,13 +191,13 @@ def total_steps(train: TrainConfig, clip: Clip, factor: int) -> int:
     return (train.epochs + train.prune_epochs + train.qat_epochs) * steps_per_epoch(train, clip, factor)
 
 
-def schedule_for_steps(train: TrainConfig, steps: int, clip: Clip, factor: int) -> TrainConfig:
-    """The recipe stretched to `steps` optimisation steps in all, split like the `fast` recipe."""
+def schedule_for_steps(train: TrainConfig, steps: int, clip: Clip, factor: int, split: dict = SPLIT) -> TrainConfig:
+    """The recipe stretched to `steps` optimisation steps in all, split like `split` (the `fast` recipe's)."""
     spe = steps_per_epoch(train, clip, factor)
     epochs = max(1, round(steps / spe))
-    whole = sum(SPLIT.values())
-    prune = max(1, round(epochs * SPLIT["prune_epochs"] / whole))
-    qat = max(1, round(epochs * SPLIT["qat_epochs"] / whole))
+    whole = sum(split.values())
+    prune = max(1, round(epochs * split["prune_epochs"] / whole))
+    qat = max(1, round(epochs * split["qat_epochs"] / whole))
     main = max(1, epochs - prune - qat)
     return replace(train, epochs=main, warmup_epochs=max(0, round(main / 10)), prune_epochs=prune, qat_epochs=qat)
 
@@ -275,7 +296,11 @@ def aim(work: Work) -> Work:
     train = work.config.train
     aimed = int(AIM_MARGIN * work.budget_bytes)
     ratio, size, probes = _search_ratio(work.model, aimed, train.bits, *PRUNE_RANGE)
-    work.config = replace(work.config, train=replace(train, prune_ratio=ratio))
+    if ratio > 0:
+        train = replace(train, prune_ratio=ratio)
+    else:  # nothing to prune: the prune stage is skipped, its epochs fine-tune in QAT instead
+        train = replace(train, prune_ratio=0.0, qat_epochs=train.qat_epochs + train.prune_epochs, prune_epochs=0)
+    work.config = replace(work.config, train=train)
     work.report["rate"] = {"budget_bytes": work.budget_bytes, "prune_ratio": round(ratio, 4),
                            "aimed_bytes": size, "probes": [[round(r, 4), b] for r, b in probes]}
     if size > work.budget_bytes:

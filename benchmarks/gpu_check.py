@@ -211,7 +211,7 @@ def phase_a(ctx: Ctx):
     seg = enc["segments"][0]
     row("a", "hinerv encode (CLI)", "ok",
         f"{a.preset} {source.shape[0]}x{source.shape[2]}x{source.shape[1]}, --epochs {a.rt_epochs}: {enc['time_s']} s "
-        f"(stages {seg.get('time_s')}), {enc['psnr_rgb_db']} dB, {enc['bpp']} bpp; warnings {seg.get('warnings', [])}",
+        f"(stages {seg.get('time_s')}), {enc['psnr_rgb']} dB, {enc['bpp']} bpp; warnings {seg.get('warnings', [])}",
         encode_s=enc["time_s"], stage_s=seg.get("time_s"), bpp=enc["bpp"])
     cpu = nvc(ctx, "decode", str(out), "-o", str(ctx.tmp / "h_cpu.rgb"), "--device", "cpu", "-y", cpu_only=True,
               background=True)
@@ -224,7 +224,7 @@ def phase_a(ctx: Ctx):
         rep = report_of(cpu, max(60.0, ctx.left()))
         row("a", "hinerv decode (CLI, CPU-only process)", "ok", f"{rep['fps']} frames/s", cpu_decode_fps=rep["fps"])
         compare("a", read_rgb(ctx.tmp / "h_gpu.rgb", source), read_rgb(ctx.tmp / "h_cpu.rgb", source), source,
-                enc["psnr_rgb_db"])
+                enc["psnr_rgb"])
     return finish
 
 
@@ -247,7 +247,7 @@ def phase_b(ctx: Ctx):
     row("b", "c3 encode (CLI)", "ok",
         f"{a.c3_preset} {source.shape[0]}x{source.shape[2]}x{source.shape[1]}, --epochs {a.c3_epochs}: "
         f"{enc['time_s']} s (stages {seg.get('time_s')}), {len(c3.get('patches', []))} patches, "
-        f"{enc['psnr_rgb_db']} dB, {enc['bpp']} bpp", encode_s=enc["time_s"], stage_s=seg.get("time_s"))
+        f"{enc['psnr_rgb']} dB, {enc['bpp']} bpp", encode_s=enc["time_s"], stage_s=seg.get("time_s"))
     cpu = nvc(ctx, "decode", str(out), "-o", str(ctx.tmp / "c3_cpu.rgb"), "--device", "cpu", "-y", cpu_only=True,
               background=True)
     gpu = nvc(ctx, "decode", str(out), "-o", str(ctx.tmp / "c3_gpu.rgb"), "--device", dev, "-y")
@@ -260,7 +260,7 @@ def phase_b(ctx: Ctx):
         f"encoder frames_crc32 {enc_crc}, gpu decode {crcs['gpu']}, cpu decode {crcs['cpu']}",
         crc_encoder=enc_crc, crc_gpu=crcs["gpu"], crc_cpu=crcs["cpu"])
     compare("b", read_rgb(ctx.tmp / "c3_gpu.rgb", source), read_rgb(ctx.tmp / "c3_cpu.rgb", source), source,
-            enc["psnr_rgb_db"])
+            enc["psnr_rgb"])
 
 
 def dynamo_graphs() -> int:

@@ -52,7 +52,7 @@ def run_one(clip: str, path: str, codec: str, rate: str, steps: int | None, work
     aimed = rep["target"]["bitrate_bps"]
     row.update({"frames": rep["frames"], "size": f"{rep['width']}x{rep['height']}", "fps": rep["fps"],
                 "requested_bps": aimed, "target": rep["target"], "achieved_bps": rep["bitrate_bps"], "bpp": rep["bpp"],
-                "stream_bytes": rep["stream_bytes"], "psnr_rgb_db": rep["psnr_rgb_db"], "encode_s": rep["time_s"],
+                "stream_bytes": rep["stream_bytes"], "psnr_rgb": rep["psnr_rgb"], "encode_s": rep["time_s"],
                 "error_pct": round(100 * (rep["bitrate_bps"] / aimed - 1), 2),
                 "plan": rep["plan"]["summary"], "segments": [{k: s.get(k) for k in ("rate", "rate_correction")}
                                                              for s in rep["segments"]]})
@@ -72,7 +72,7 @@ def checks(rows: list[dict]) -> str:
     for (clip, codec, kind), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["achieved_bps"])
         within = sum(abs(r["error_pct"]) <= 10 for r in rs)
-        psnr = [r["psnr_rgb_db"] for r in rs]
+        psnr = [r["psnr_rgb"] for r in rs]
         mono = all(b >= a for a, b in zip(psnr, psnr[1:]))
         out.append(f"- {clip} {codec} {kind}: {within}/{len(rs)} within ±10 %"
                    + (f"; PSNR {'rises' if mono else 'does NOT rise'} with rate" if len(rs) > 1 else ""))
@@ -91,7 +91,7 @@ def table(rows: list[dict]) -> str:
                  else f"{r['requested']} → {r['requested_bps'] / 1000:.1f} kb/s")
         lines.append(f"| {r['clip']} {r['size']}x{r['frames']} | {r['codec']} | {asked} "
                      f"| {r['achieved_bps'] / 1000:.1f} kb/s | {r['error_pct']:+.1f} % | {r['bpp']:.4f} "
-                     f"| {r['psnr_rgb_db']:.2f} | {r['encode_s']:.0f} |")
+                     f"| {r['psnr_rgb']:.2f} | {r['encode_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -119,7 +119,7 @@ def main() -> int:
             rows.append(row)
             _save(args.out, rows)
             print(json.dumps({k: row.get(k) for k in ("clip", "codec", "requested", "achieved_bps", "error_pct",
-                                                      "psnr_rgb_db", "encode_s", "rc", "error")}), flush=True)
+                                                      "psnr_rgb", "encode_s", "rc", "error")}), flush=True)
     if args.table:
         for extra in args.merge:
             rows += _load(extra)

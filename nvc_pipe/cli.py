@@ -195,7 +195,7 @@ def _cmd_encode(args) -> int:
         if report["target"]:
             print(f"  target {_target_text(report['target'])}", file=out)
         ssim = report["ms_ssim"]
-        print(f"  PSNR {report['psnr_rgb_db']:.2f} dB RGB, {report['psnr_yuv_db']:.2f} dB YUV 6:1:1"
+        print(f"  PSNR {report['psnr_rgb']:.2f} dB RGB, {report['psnr_yuv611']:.2f} dB YUV 6:1:1"
               + (f", MS-SSIM {ssim:.4f}" if ssim is not None else ""), file=out)
     return 0
 
@@ -271,8 +271,8 @@ def _cmd_decode(args) -> int:
     else:
         line = (f"{report['output']}: {report['frames']} frames {report['width']}x{report['height']} decoded on "
                 f"{report['device']} in {report['time_s']:.1f} s ({report['fps']:.1f} fps), bpp {report['bpp']:.5f}")
-        if "psnr_rgb_db" in report:
-            line += f", PSNR {report['psnr_rgb_db']:.2f} dB RGB vs {args.ref}"
+        if "psnr_rgb" in report:
+            line += f", PSNR {report['psnr_rgb']:.2f} dB RGB vs {args.ref}"
         print(line, file=out)
     return 0
 

@@ -25,7 +25,7 @@ from .errors import BitstreamError, ConfigError
 from .intra.frames import IntraSpec, encode_section, image_codec_for, merge, split_section
 from .media.clip import Segment, VideoInfo
 from .media.convert import yuv_planes
-from .metrics import frame_psnr, ms_ssim, psnr_yuv611
+from .metrics import FramePair, frame_metrics, mean_of
 from .pipeline import Work, run_stages
 from .plugins import ImageCodec, VideoCodec, load_codec
 from .precision import exact_math
@@ -185,30 +185,30 @@ def _render_access_unit(dec: Decoder, width: int, height: int, au: AccessUnit, m
 
 
 class FrameQuality:
-    """Accumulates per-frame PSNR (RGB, YUV 6:1:1) and MS-SSIM against reference frames."""
+    """Accumulates the encoder's per-frame quality metrics (`REPORTED`, from the registry `nvc_pipe.metrics.METRICS`,
+    the names `nvc eval` uses too) of decoded frames against reference frames."""
+
+    REPORTED = ("psnr_rgb", "psnr_yuv611", "ms_ssim")
 
     def __init__(self, info: VideoInfo) -> None:
-        self.info, self.rgb, self.yuv, self.ssim = info, [], [], []
+        self.info = info
+        self.per_frame: dict[str, list[float | None]] = {n: [] for n in self.REPORTED}
 
     def add(self, decoded: np.ndarray, reference: np.ndarray) -> None:
-        m = self.info.max_value
-        self.rgb.append(frame_psnr(decoded, reference, m))
-        self.yuv.append(psnr_yuv611(yuv_planes(decoded, self.info), yuv_planes(reference, self.info),
-                                    (1 << self.info.bit_depth) - 1))
-        if min(decoded.shape[:2]) >= 11:
-            x = torch.from_numpy(decoded.astype(np.float32) / m)[None]
-            y = torch.from_numpy(reference.astype(np.float32) / m)[None]
-            self.ssim.append(float(ms_ssim(x, y)[0]))
+        info = self.info
+        pair = FramePair(reference, decoded, yuv_planes(reference, info), yuv_planes(decoded, info),
+                         info.max_value, (1 << info.bit_depth) - 1)
+        for name, value in frame_metrics(pair, self.REPORTED).items():
+            self.per_frame[name].append(value)
 
     def values(self) -> dict:
-        return {"rgb": self.rgb, "yuv": self.yuv, "ssim": self.ssim}
+        return {n: list(v) for n, v in self.per_frame.items()}
 
     def extend(self, values: dict) -> None:
-        self.rgb += values["rgb"]
-        self.yuv += values["yuv"]
-        self.ssim += values["ssim"]
+        for n in self.REPORTED:
+            self.per_frame[n] += values[n]
 
     def summary(self) -> dict:
-        mean = lambda v: round(sum(v) / len(v), 4) if v else None  # noqa: E731
-        return {"psnr_rgb_db": mean(self.rgb), "psnr_yuv_db": mean(self.yuv), "ms_ssim": mean(self.ssim)}
+        means = {n: mean_of(v) for n, v in self.per_frame.items()}
+        return {n: None if m is None else round(m, 4) for n, m in means.items()}
 

@@ -1,4 +1,6 @@
-"""Quality and rate metrics: PSNR (RGB, YUV 6:1:1), MS-SSIM, bpp.
+"""Quality and rate metrics: PSNR (RGB, Y/U/V, YUV 6:1:1), MS-SSIM, bpp, and the one registry of the per-frame
+quality metrics (`METRICS`) that both the encoder's reports and `nvc eval` measure with (`frame_metrics`), under
+the same names. A new metric (e.g. VMAF) is one entry there.
 
 Conventions (as HiNeRV reports them): PSNR is computed per frame on RGB and averaged over frames; an identical
 frame counts as `PSNR_CAP_DB`. YUV PSNR is (6·Y + U + V) / 8 over the planes of the source pixel format.
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -127,3 +131,62 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, data_range: floa
             y = F.avg_pool2d(F.pad(y, pad, mode="replicate"), 2)
     stacked = torch.stack(values, dim=0)  # (levels, N, C)
     return torch.prod(stacked ** weights.view(-1, 1, 1), dim=0).mean(-1)
+
+
+# ---- the registry of per-frame quality metrics ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FramePair:
+    """One reference frame and its decoded version, as RGB (H, W, 3) and as the source format's planes."""
+
+    ref_rgb: np.ndarray
+    dec_rgb: np.ndarray
+    ref_planes: list[np.ndarray]
+    dec_planes: list[np.ndarray]
+    rgb_max: float    # the RGB arrays' peak value (255, 65535, …)
+    plane_max: float  # the planes' peak value ((1 << bit_depth) - 1)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-frame quality metric: averaged over frames in every report; `compute` returns None where it does not
+    apply (MS-SSIM of a frame under 11 pixels)."""
+
+    name: str
+    label: str
+    unit: str
+    compute: Callable[[FramePair], float | None]
+
+
+def _plane_psnr(k: int) -> Callable[[FramePair], float | None]:
+    return lambda p: frame_psnr(p.ref_planes[k], p.dec_planes[k], p.plane_max) if len(p.ref_planes) > k else None
+
+
+def _ms_ssim_frame(p: FramePair) -> float | None:
+    if min(p.ref_rgb.shape[:2]) < 11:
+        return None
+    with torch.no_grad():
+        x = torch.from_numpy(p.ref_rgb.astype(np.float32) / p.rgb_max)[None]
+        y = torch.from_numpy(p.dec_rgb.astype(np.float32) / p.rgb_max)[None]
+        return float(ms_ssim(x, y).mean())
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("psnr_rgb", "PSNR RGB", "dB", lambda p: frame_psnr(p.ref_rgb, p.dec_rgb, p.rgb_max)),
+    Metric("psnr_y", "PSNR Y", "dB", _plane_psnr(0)),
+    Metric("psnr_u", "PSNR U", "dB", _plane_psnr(1)),
+    Metric("psnr_v", "PSNR V", "dB", _plane_psnr(2)),
+    Metric("psnr_yuv611", "PSNR YUV 6:1:1", "dB", lambda p: psnr_yuv611(p.ref_planes, p.dec_planes, p.plane_max)),
+    Metric("ms_ssim", "MS-SSIM", "", _ms_ssim_frame),
+)}
+
+
+def frame_metrics(pair: FramePair, names: tuple[str, ...] | None = None) -> dict[str, float | None]:
+    """The registered metrics `names` (None: all) of one frame pair."""
+    return {n: METRICS[n].compute(pair) for n in (names or tuple(METRICS))}
+
+
+def mean_of(values: list[float | None]) -> float | None:
+    """The mean over frames of one metric; None when no frame had a value."""
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None

@@ -64,12 +64,12 @@ def test_ref_that_differs_keeps_the_decode(tmp_path, caplog):
     other = _clip(tmp_path / "other.mp4", size="16x16")
     with caplog.at_level(logging.WARNING):
         report = api.decode_file(str(mkv), str(tmp_path / "a.y4m"), device="cpu", reference=str(short))
-    assert report["frames"] == 6 and report["psnr_rgb_db"] is not None and (tmp_path / "a.y4m").exists()
+    assert report["frames"] == 6 and report["psnr_rgb"] is not None and (tmp_path / "a.y4m").exists()
     assert any("quality measured on the first 2" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         report = api.decode_file(str(mkv), str(tmp_path / "b.y4m"), device="cpu", reference=str(other))
-    assert report["frames"] == 6 and "psnr_rgb_db" not in report
+    assert report["frames"] == 6 and "psnr_rgb" not in report
     assert any("no quality measured" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "b.y4m").stat().st_size > 6 * 32 * 24
 

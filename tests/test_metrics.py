@@ -55,3 +55,33 @@ def test_ms_ssim_builds_its_constants_once():
     assert torch.equal(first, again)
     made = [n for n in ops.names if n.split(".")[1] in ("arange", "lift_fresh", "lift_fresh_copy", "_to_copy", "exp")]
     assert made == [] and any("convolution" in n for n in ops.names)
+
+
+def test_encoder_reports_and_eval_measure_through_one_registry():
+    """The encoder's FrameQuality and nvc eval read the same registered metrics under the same names."""
+    from fractions import Fraction
+
+    from nvc_pipe.eval import runner
+    from nvc_pipe.jobs import FrameQuality
+    from nvc_pipe.media.clip import VideoInfo
+    from nvc_pipe.media.convert import yuv_planes
+    from nvc_pipe.metrics import METRICS, FramePair, frame_metrics
+
+    rng = np.random.default_rng(3)
+    info = VideoInfo(32, 24, "yuv444p", Fraction(25), Fraction(1, 25))
+    ref = rng.integers(0, 256, (2, 24, 32, 3), dtype=np.uint8)
+    dec = np.clip(ref.astype(int) + rng.integers(-6, 7, ref.shape), 0, 255).astype(np.uint8)
+    q = FrameQuality(info)
+    for d, r in zip(dec, ref):
+        q.add(d, r)
+    summary = q.summary()
+    assert set(summary) <= set(METRICS) and set(summary) >= {"psnr_rgb", "psnr_yuv611", "ms_ssim"}
+    pairs = [FramePair(r, d, yuv_planes(r, info), yuv_planes(d, info), 255, 255) for d, r in zip(dec, ref)]
+    direct = [frame_metrics(p) for p in pairs]
+    assert summary["psnr_rgb"] == round((frame_psnr(ref[0], dec[0], 255) + frame_psnr(ref[1], dec[1], 255)) / 2, 4)
+    for name in summary:
+        assert math.isclose(summary[name], round(sum(v[name] for v in direct) / 2, 4), abs_tol=1e-9)
+    assert set(direct[0]) == set(METRICS)  # what eval measures (runner.measure asks for every registered name)
+    assert "frame_metrics" in runner.measure.__code__.co_names
+    tiny = FramePair(ref[0][:8, :8], dec[0][:8, :8], [], [], 255, 255)
+    assert frame_metrics(tiny, ("ms_ssim",)) == {"ms_ssim": None}  # under 11 pixels: no MS-SSIM, not a guess

@@ -253,12 +253,11 @@ def measure(src: Source, decoded: Iterator, kind: str, with_ms_ssim: bool = True
     Returns:
         dict with psnr_rgb, psnr_y/u/v, psnr_yuv611, ms_ssim (None when disabled), frames, decode_s.
     """
-    import torch
-
     m = _metrics()
     rgb_max = 255.0 if src.bit_depth <= 8 else 65535.0
     timed = _Timed(decoded)
-    acc = {k: 0.0 for k in ("psnr_rgb", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv611", "ms_ssim")}
+    names = tuple(n for n in m.METRICS if with_ms_ssim or n != "ms_ssim")  # every registered metric
+    per_frame: dict[str, list] = {n: [] for n in names}
     n = 0
     ref_iter = src.iter_planes()
     for ref in ref_iter:
@@ -279,24 +278,16 @@ def measure(src: Source, decoded: Iterator, kind: str, with_ms_ssim: bool = True
         if dec_rgb.shape != ref_rgb.shape:
             raise OutputError(f"{src.name}: decoded frame {n} is {dec_rgb.shape[1]}x{dec_rgb.shape[0]}, "
                               f"expected {ref_rgb.shape[1]}x{ref_rgb.shape[0]}")
-        acc["psnr_rgb"] += m.frame_psnr(ref_rgb, dec_rgb, rgb_max)
-        py, pu, pv = (m.frame_psnr(a, b, src.max_value) for a, b in zip(ref, dec_planes))
-        acc["psnr_y"] += py
-        acc["psnr_u"] += pu
-        acc["psnr_v"] += pv
-        acc["psnr_yuv611"] += m.psnr_yuv611(list(ref), list(dec_planes), src.max_value)
-        if with_ms_ssim:
-            with torch.no_grad():
-                x = torch.from_numpy(ref_rgb.astype(np.float32) / rgb_max).unsqueeze(0)
-                y = torch.from_numpy(dec_rgb.astype(np.float32) / rgb_max).unsqueeze(0)
-                acc["ms_ssim"] += float(m.ms_ssim(x, y).mean())
+        pair = m.FramePair(ref_rgb, dec_rgb, list(ref), list(dec_planes), rgb_max, src.max_value)
+        for name, value in m.frame_metrics(pair, names).items():
+            per_frame[name].append(value)
         n += 1
     extra = 0
     for _ in timed:   # the decoder must not return more frames than were coded
         extra += 1
     if extra:
         raise OutputError(f"{src.name}: decoder returned {n + extra} frames, expected {n}")
-    out = {k: v / n for k, v in acc.items()}
+    out = {k: m.mean_of(v) for k, v in per_frame.items()}
     if not with_ms_ssim:
         out["ms_ssim"] = None
     out["frames_measured"] = n
@@ -390,7 +381,7 @@ def _run_plugin_point(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig,
     report = dict(report or {})
     nbytes = int(report.get("stream_bytes") or stream.stat().st_size)
     q = measure(src, api.decode_frames(str(stream), device=cfg.device), "rgb", cfg.ms_ssim)
-    keep = {k: report[k] for k in ("bpp", "stream_bytes", "psnr_rgb_db", "ms_ssim", "time_s", "target",
+    keep = {k: report[k] for k in ("bpp", "stream_bytes", "psnr_rgb", "ms_ssim", "time_s", "target",
                                    "bitrate_bps") if k in report}
     cmd = (f"nvc_pipe.api.encode_file({str(inp)!r}, {str(stream)!r}, codec={curve.codec!r}, "
            f"preset={pt.setting!r}, overrides={overrides!r}, device={cfg.device!r}"

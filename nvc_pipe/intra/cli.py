@@ -113,8 +113,8 @@ def _cmd_image_decode(args) -> int:
     else:
         line = (f"{r['output']}: {r['width']}x{r['height']} {r['codec']} q{r['quality']} decoded in "
                 f"{r['time_s']:.2f} s, bpp {r['bpp']:.4f}")
-        if "psnr_rgb_db" in r:
-            line += f", PSNR {r['psnr_rgb_db']:.2f} dB RGB vs {args.ref}"
+        if "psnr_rgb" in r:
+            line += f", PSNR {r['psnr_rgb']:.2f} dB RGB vs {args.ref}"
         print(line)
     return 0
 

@@ -206,7 +206,7 @@ def decode_image_file(src: str, dst: str, device: str = "auto", reference: str |
               "height": header.height, "file_bytes": len(data), "bpp": 8 * len(data) / (header.width * header.height),
               "time_s": time.time() - start}
     if ref is not None:
-        report["psnr_rgb_db"] = frame_psnr(ref, rgb, 255)
+        report["psnr_rgb"] = frame_psnr(ref, rgb, 255)
     return report
 
 

@@ -157,7 +157,7 @@ def _entropy(work: Work) -> Work:
         "latent_crc32": [c.crc for c in seg.codes],
         "latents_sha256": [latents_sha256(c.grids) for c in seg.codes],
         "frames_crc32": crc,
-        "psnr_rgb_db": round(sum(psnrs) / len(psnrs), 4),  # per-frame PSNR averaged, as nvc_pipe.api reports
+        "psnr_rgb": round(sum(psnrs) / len(psnrs), 4),  # per-frame PSNR averaged, as nvc_pipe.api reports
         "macs_per_pixel": round(macs_per_pixel(cfg, seg.boxes), 1),
     })
     return work

@@ -68,8 +68,8 @@ def test_bpp_comes_from_the_bytes_on_disk(encoded):
     assert rep["bpp"] == pytest.approx(8 * size / (T * H * W), abs=1e-6)
     c3 = rep["segments"][0]["c3"]
     assert 8 * len(encoded["payload"]) == c3["payload_bits"] < 8 * size
-    assert rep["bpp"] < 3.0 and rep["psnr_rgb_db"] > 22  # a sane operating point for 165 steps
-    assert rep["psnr_rgb_db"] == pytest.approx(c3["psnr_rgb_db"], abs=1e-3)  # api decoded the AU back: same frames
+    assert rep["bpp"] < 3.0 and rep["psnr_rgb"] > 22  # a sane operating point for 165 steps
+    assert rep["psnr_rgb"] == pytest.approx(c3["psnr_rgb"], abs=1e-3)  # api decoded the AU back: same frames
 
 
 def test_latent_coded_size_is_within_one_percent_of_their_entropy(encoded):
@@ -120,7 +120,7 @@ def test_fresh_process_decodes_identical_latents_and_frames(encoded):
     seg = encoded["report"]["segments"][0]["c3"]
     assert got["latents"] == [seg["latents_sha256"]]
     assert got["frames_crc32"] == seg["frames_crc32"]
-    assert got["psnr"] == pytest.approx(seg["psnr_rgb_db"], abs=1e-3)
+    assert got["psnr"] == pytest.approx(seg["psnr_rgb"], abs=1e-3)
 
 
 def test_in_process_decode_matches_too(encoded):

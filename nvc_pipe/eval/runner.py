@@ -464,6 +464,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
                 computed += 1
             else:
                 cached += 1
+                result["curve"] = curve.label  # the key does not cover the curve: a point reused by another curve
             points.append(result)
             if bar is not None:
                 bar.update(1)

@@ -289,7 +289,7 @@ def load_codec_for_stream(seq: SequenceHeader) -> VideoCodec:
         codec = load_codec(seq.codec)
     except ConfigError:
         raise BitstreamError(f"stream needs codec plugin {seq.codec!r}, which is not installed") from None
-    if seq.payload_version != codec.payload_version:
+    if seq.payload_version not in getattr(codec, "payload_versions", (codec.payload_version,)):
         raise BitstreamError(f"{seq.codec} payload version {seq.payload_version} is not supported "
                              f"(plugin reads {codec.payload_version})")
     return codec

@@ -362,6 +362,15 @@ def _load_api():
         raise ConfigError(f"plugin codecs need nvc_pipe.api, which cannot be imported ({e})") from e
 
 
+def _stage_psnr(report: dict) -> list[dict]:
+    """Per segment, the last training-time PSNR of each stage (what the stream's quality is compared with)."""
+    out = []
+    for seg in report.get("segments") or []:
+        last = {h["stage"]: round(h["psnr_db"], 3) for h in seg.get("history", []) if "psnr_db" in h}
+        out.append(last)
+    return out
+
+
 def _run_plugin_point(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig, stream: Path,
                       get_input: Callable[[], tuple[Path, object]]) -> dict:
     api = _load_api()
@@ -383,6 +392,7 @@ def _run_plugin_point(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig,
     q = measure(src, api.decode_frames(str(stream), device=cfg.device), "rgb", cfg.ms_ssim)
     keep = {k: report[k] for k in ("bpp", "stream_bytes", "psnr_rgb", "ms_ssim", "time_s", "target",
                                    "bitrate_bps") if k in report}
+    keep["stage_psnr_db"] = _stage_psnr(report)
     cmd = (f"nvc_pipe.api.encode_file({str(inp)!r}, {str(stream)!r}, codec={curve.codec!r}, "
            f"preset={pt.setting!r}, overrides={overrides!r}, device={cfg.device!r}"
            + (f", target={extra['target']!r}" if extra else "")
@@ -439,6 +449,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         points[i] = _load_cached(cpath, key)
         if points[i] is None:
             todo.append(PointJob(src, curve, pt, cfg, out, cpath))
+        else:
+            points[i]["curve"] = curve.label  # the key does not cover the curve: a point reused by another curve
     computed, cached = len(todo), len(jobs) - len(todo)
     bar = _progress_bar(len(jobs), cfg.progress)
     if bar is not None:

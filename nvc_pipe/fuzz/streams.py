@@ -121,6 +121,7 @@ def make_seeds(directory: str) -> list[str]:
         # name: (width, height, frames, 10-bit, segment frames, codec, preset, intra codec); every plugin is covered
         clips = {"a32": (32, 32, 3, False, None, "hinerv", "tiny", None),
                  "b24": (24, 16, 3, True, 2, "hinerv", "tiny", None),
+                 "r32": (32, 32, 3, False, None, "hinerv", "rd-tiny", None),  # HiNeRV v2: rd weight records
                  "c32": (32, 32, 4, False, None, "c3", "c3-tiny", None),
                  "d16": (16, 16, 2, False, None, "c3", "c3-tiny-cool", None),  # C3 v3: shared residual ARM
                  "i16": (16, 16, 2, False, None, "balle", None, None),

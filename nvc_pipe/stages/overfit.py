@@ -129,19 +129,21 @@ def evaluate(model: torch.nn.Module, data: PatchData, forward: Forward = default
 
 
 def fit(work: Work, *, stage: str, epochs: int, lr_at: Callable[[int, int], float], forward: Forward = default_forward,
-        after_step: Callable[[], None] | None = None) -> list[dict]:
+        after_step: Callable[[], None] | None = None,
+        penalty: Callable[[], torch.Tensor] | None = None) -> list[dict]:
     """Train `work.model` on `work.data` for `epochs`; `lr_at(step, steps_per_epoch)` gives each step's lr.
 
     `forward` is used eager for evaluation, and compiled for training steps when `TrainConfig.compile` says so.
+    `penalty()`, called after each training forward, is added to the loss (HiNeRV's rate term).
     """
     if epochs <= 0:
         return []
     with training_math():
-        return _fit(work, stage, epochs, lr_at, forward, after_step)
+        return _fit(work, stage, epochs, lr_at, forward, after_step, penalty)
 
 
 def _fit(work: Work, stage: str, epochs: int, lr_at: Callable[[int, int], float], forward: Forward,
-         after_step: Callable[[], None] | None) -> list[dict]:
+         after_step: Callable[[], None] | None, penalty: Callable[[], torch.Tensor] | None) -> list[dict]:
     cfg: TrainConfig = work.config.train
     model, data, device = work.model, work.data, work.device
     # Each stage reseeds everything it draws from (patch order, Quant-Noise masks) from the config, so a run
@@ -169,6 +171,8 @@ def _fit(work: Work, stage: str, epochs: int, lr_at: Callable[[int, int], float]
             else:
                 pred = fwd(model, origins[:, 0], origins[:, 1:], data.patch)
         loss = loss_of(pred, target, cfg)
+        if penalty is not None:
+            loss = loss + penalty()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         return loss

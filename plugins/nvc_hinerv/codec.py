@@ -7,6 +7,10 @@
 length in steps from the clip); `aim`/`trim` steer the coded size with the pruning ratio (ratecontrol.py).
 The sequence header carries the architecture (`HiNeRVConfig.to_dict()`); the payload is the tensor records of
 `nvc_pipe.bitstream.tensors`. One network per segment; its temporal grids are sized by the segment length.
+
+The `rd-*` presets (`weight_coding = "rd"`, payload version 2) train for rate and distortion instead (rd.py):
+
+    segment frames ─▶ patch ─▶ init ─▶ rd_train (noise) ─▶ rd_ste (rounding) ─▶ rd_code ─▶ AU (rd records)
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Iterator
 import torch
 
 from nvc_pipe.bitstream.fields import ByteReader
+from nvc_pipe.bitstream.rdweights import read_rd_tensors
 from nvc_pipe.bitstream.tensors import read_tensors
 from nvc_pipe.errors import BitstreamError, ConfigError
 from nvc_pipe.pipeline import Stage, Work
@@ -27,7 +32,7 @@ from nvc_pipe.stages import entropy_code, overfit, patch, prune, qat, quantize
 from nvc_pipe.rate import Clip, Target
 from nvc_pipe.stages.overfit import TrainConfig
 
-from . import ratecontrol
+from . import rd, ratecontrol
 from .configs import PRESETS as MODEL_PRESETS
 from .configs import HiNeRVConfig
 from .model import build_model, prunable_parameters
@@ -47,6 +52,7 @@ class Preset:
     train: TrainConfig
     description: str = ""
     stream_bpp: float | None = None  # the rate aimed at (None: the preset's fixed network)
+    lmbda: float = 0.0  # weight_coding "rd": the rate weight (with a target: where its control starts)
 
 
 _BUNNY = TrainConfig(compile="cuda")  # hinerv.md §2: 300+60+30 epochs, 80×80 patches, batch 144; compiled on GPUs
@@ -56,6 +62,10 @@ _UVG = replace(_BUNNY, patch_size=(120, 120))
 _FAST = TrainConfig(epochs=40, warmup_epochs=4, lr=1e-2, warmup_lr=1e-4, min_lr=1e-4, batch_size=2,
                     patch_size=None, prune_epochs=6, qat_epochs=3, eval_every=0)
 _TINY = replace(_FAST, epochs=4, warmup_epochs=1, prune_epochs=1, qat_epochs=1, batch_size=2)
+
+def _rd(model: HiNeRVConfig) -> HiNeRVConfig:
+    return replace(model, weight_coding="rd")
+
 
 PRESETS: dict[str, Preset] = {
     "bunny-xxs": Preset(MODEL_PRESETS["bunny-xxs"], _BUNNY, "official Bunny XXS, 0.77M params at 1280x720x132"),
@@ -68,11 +78,20 @@ PRESETS: dict[str, Preset] = {
     "fast": Preset(MODEL_PRESETS["fast"], _FAST, "small CPU model, whole-frame batches (default)"),
     "fast-l": Preset(MODEL_PRESETS["fast-l"], _FAST, "larger CPU model (higher rate)"),
     "tiny": Preset(MODEL_PRESETS["tiny"], _TINY, "test-size model, a few epochs"),
+    # Rate–distortion weight coding (rd.py): the fast recipe's epochs; each preset aims at a rate (λ steered to it).
+    "rd-s": Preset(_rd(MODEL_PRESETS["fast"]), _FAST, "fast network, weights coded for RD, aims at 0.18 bpp",
+                   stream_bpp=0.18),
+    "rd": Preset(_rd(MODEL_PRESETS["fast-l"]), _FAST, "fast-l network, weights coded for RD, aims at 0.3 bpp",
+                 stream_bpp=0.3),
+    "rd-l": Preset(_rd(MODEL_PRESETS["fast-l"]), _FAST, "fast-l network, weights coded for RD, aims at 0.45 bpp",
+                   stream_bpp=0.45),
+    "rd-tiny": Preset(_rd(MODEL_PRESETS["tiny"]), _TINY, "test-size model, weights coded for RD (fixed λ)",
+                      lmbda=0.01),
 }
 
 
 PAPER_PRESETS = ("bunny-xxs", "bunny-xs", "bunny-s", "uvg-s", "uvg-m", "uvg-l")
-FIXED_LENGTH = PAPER_PRESETS + ("tiny",)  # recipes that keep their epochs unless --steps is given
+FIXED_LENGTH = PAPER_PRESETS + ("tiny", "rd-tiny")  # recipes that keep their epochs unless --steps is given
 TRAIN_OPTIONS = ("steps", "time_limit", "epochs", "prune_epochs", "qat_epochs", "batch_size", "seed")
 
 
@@ -92,7 +111,8 @@ def coded_frame_size(h: int, w: int, cfg: HiNeRVConfig) -> tuple[int, int]:
 
 class HiNeRVCodec:
     name = "hinerv"
-    payload_version = 1
+    payload_version = 2  # 2: the header's config may say weight_coding "rd" (payload: rd records)
+    payload_versions = (1, 2)  # versions this plugin decodes (1: 6-bit tensor records only)
     presets = PRESETS
     default_preset = "fast"
 
@@ -110,6 +130,14 @@ class HiNeRVCodec:
             hc, wc = work.data.coded_size
             return segment_model(work.config.model, work.data.num_frames, hc, wc)
 
+        if preset.model.weight_coding == "rd":
+            return [
+                Stage("patch", partial(patch.run, multiple=scale_product(preset.model))),
+                Stage("init", partial(overfit.init, build_model=lambda w: rd.RDNet(build(w), w.config.lmbda))),
+                Stage("rd_train", rd.train, checkpoint=True),
+                Stage("rd_ste", rd.ste, checkpoint=True),
+                Stage("rd_code", rd.code),
+            ]
         return [
             Stage("patch", partial(patch.run, multiple=scale_product(preset.model))),
             Stage("init", partial(overfit.init, build_model=build)),
@@ -140,12 +168,15 @@ class HiNeRVCodec:
         if "steps" in ov and "epochs" in ov:
             raise ConfigError("give --steps or --epochs, not both")
         base = PRESETS[name]
-        model, bpp = base.model, None
-        if target is not None or preset is None:
-            bpp = ratecontrol.stream_bpp(target, clip)
-            if target is None:  # the default quality never asks for less than the smallest network
-                bpp = max(bpp, ratecontrol.smallest_bpp(base.model, clip))
-            model = ratecontrol.size_network(base.model, clip, clip.payload_bytes(bpp))
+        model, bpp, lmbda = base.model, base.stream_bpp, base.lmbda
+        if target is not None or preset is None or bpp is not None:
+            bpp = ratecontrol.stream_bpp(target, clip) if target is not None or bpp is None else bpp
+            if model.weight_coding == "rd":  # the network stays; λ starts where the rate should land (rd.py)
+                lmbda = ratecontrol.rd_lambda(model, clip, clip.payload_bytes(bpp))
+            else:
+                if target is None:  # the default quality never asks for less than the smallest network
+                    bpp = max(bpp, ratecontrol.smallest_bpp(base.model, clip))
+                model = ratecontrol.size_network(base.model, clip, clip.payload_bytes(bpp))
         factor = scale_product(model)
         train = _patches_for_large_frames(base.train, clip, factor)
         if "epochs" in ov:
@@ -158,7 +189,7 @@ class HiNeRVCodec:
                                   if k in ov})
         if train.batch_size < 1:
             raise ConfigError("batch_size must be >= 1")
-        cfg = Preset(model, train, base.description, bpp)
+        cfg = Preset(model, train, base.description, bpp, lmbda)
         if ov.get("time_limit"):
             cfg = self._fit_time(cfg, clip, float(ov["time_limit"]))
         return cfg
@@ -188,14 +219,19 @@ class HiNeRVCodec:
                 "summary": f"HiNeRV {m.channels}/{m.channels >> 1}/{m.channels >> 2} wide, grids "
                            f"{m.base_grid_channels}+{m.local_grid_channels} ch, {params:,} parameters per segment "
                            f"(coded {wc}x{hc}), {cfg.train.epochs}+{cfg.train.prune_epochs}+{cfg.train.qat_epochs}"
-                           f" epochs = {steps:,} steps"}
+                           f" epochs = {steps:,} steps"
+                           + (f", weights coded for RD (λ {cfg.lmbda:.3g})" if m.weight_coding == "rd" else "")}
 
     def settings(self, cfg: Preset) -> dict:
-        return {"model": cfg.model.to_dict(), "train": dataclasses.asdict(cfg.train), "stream_bpp": cfg.stream_bpp}
+        out = {"model": cfg.model.to_dict(), "train": dataclasses.asdict(cfg.train), "stream_bpp": cfg.stream_bpp}
+        if cfg.model.weight_coding == "rd":
+            out["lambda"] = cfg.lmbda
+        return out
 
     def preset_summary(self, name: str) -> str:
         p = PRESETS[name]
         length = (f"{p.train.epochs}+{p.train.prune_epochs}+{p.train.qat_epochs} epochs" if name in FIXED_LENGTH
+                  else "steps from the clip, λ steered to the rate" if p.model.weight_coding == "rd"
                   else "steps from the clip, sized to the rate target")
         return f"{length}  {p.description}"
 
@@ -213,14 +249,21 @@ class HiNeRVCodec:
         total = sum(math.prod(s) for _, s in shapes)
         if total > min(MAX_DECODE_PARAMETERS, FREE_PARAMETERS + PARAMETERS_PER_PAYLOAD_BYTE * len(payload)):
             raise BitstreamError(f"corrupt stream: a {total}-parameter model cannot be coded in {len(payload)} bytes")
-        reader = ByteReader(payload, "HiNeRV payload")
-        records = read_tensors(reader, shapes)
-        reader.expect_end()
+        records = self._records(payload, cfg, shapes)
         model = segment_model(cfg, num_frames, hc, wc)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(torch.from_numpy(records[name].values()))
         return model.to(device).eval()
+
+    def _records(self, payload: bytes, cfg: HiNeRVConfig, shapes: list) -> dict:
+        reader = ByteReader(payload, "HiNeRV payload")
+        if cfg.weight_coding == "rd":
+            records = read_rd_tensors(reader, shapes, {n for n, s in shapes if len(s) > 1})
+        else:
+            records = read_tensors(reader, shapes)
+        reader.expect_end()
+        return records
 
     def decode_segment(self, payload: bytes, config: HiNeRVConfig, num_frames: int, height: int, width: int,
                        device: torch.device | str) -> Iterator[torch.Tensor]:
@@ -237,11 +280,15 @@ class HiNeRVCodec:
         with torch.device("meta"):
             model = segment_model(config, num_frames, hc, wc)
             shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
-        records = read_tensors(ByteReader(payload, "HiNeRV payload"), shapes)
+        records = self._records(payload, config, shapes)
         groups: dict[str, int] = {}
         for name, rec in records.items():
             key = name.split(".")[0]
             groups[key] = groups.get(key, 0) + math.prod(rec.shape)
+        if config.weight_coding == "rd":
+            zeros = sum(int((r.q == 0).sum()) for r in records.values() if r.q is not None)
+            return {"parameters": sum(math.prod(s) for _, s in shapes), "weight_coding": "rd", "zero_weights": zeros,
+                    "coded_size": [hc, wc], "parameters_by_module": groups}
         pruned = sum(int((~r.mask).sum()) for r in records.values() if r.mask is not None)
         return {"parameters": sum(math.prod(s) for _, s in shapes), "pruned_weights": pruned,
                 "coded_size": [hc, wc], "parameters_by_module": groups}

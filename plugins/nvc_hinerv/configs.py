@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, fields
 from math import prod
 
 
+WEIGHT_CODINGS = ("6bit", "rd")
+
+
 @dataclass(frozen=True)
 class HiNeRVConfig:
     """Architecture of one HiNeRV network (see docs in `model.py`)."""
@@ -35,6 +38,9 @@ class HiNeRVConfig:
     """C0: local-grid channels of stage 0 level 0; stage s uses max(1, floor(C0 * 0.5**s)), doubling per level."""
     local_grid_levels: int = 3
     """Number of local-grid levels per stage (level j has num_frames // 2**j time steps, at least 1)."""
+    weight_coding: str = "6bit"
+    """How the weights are coded: "6bit" (prune + QAT + 6-bit records, the paper's) or "rd" (learned steps and a
+    Laplace entropy model, `rd.py`; payload version 2). Written in the stream only when not "6bit"."""
 
     def __post_init__(self) -> None:
         n = len(self.scales)
@@ -58,6 +64,8 @@ class HiNeRVConfig:
         for name, cap in caps.items():
             if getattr(self, name) > cap:
                 raise ValueError(f"{name} must be <= {cap}")
+        if self.weight_coding not in WEIGHT_CODINGS:
+            raise ValueError(f"weight_coding must be one of {', '.join(WEIGHT_CODINGS)}")
         if n > 8 or self.factor > 1024 or max(self.depths) > 64 or max(self.exps) > 64:
             raise ValueError("scales, depths or exps out of range")
 
@@ -67,8 +75,11 @@ class HiNeRVConfig:
         return prod(self.scales)
 
     def to_dict(self) -> dict:
-        """JSON-able dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-able dict (tuples become lists; weight_coding only when not the default, as in version-1 streams)."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if d["weight_coding"] == "6bit":
+            del d["weight_coding"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "HiNeRVConfig":
@@ -86,6 +97,10 @@ class HiNeRVConfig:
                 if not isinstance(val, (list, tuple)) or not all(_ok(v, elem) for v in val):
                     raise ValueError(f"config key {key!r} must be a list of {elem.__name__}")
                 kw[key] = tuple(elem(v) for v in val)
+            elif kind == "str":
+                if not isinstance(val, str):
+                    raise ValueError(f"config key {key!r} must be a string")
+                kw[key] = val
             else:
                 if not _ok(val, int):
                     raise ValueError(f"config key {key!r} must be an int")

@@ -49,6 +49,9 @@ SIZE_MARGIN = 0.97  # the network is sized for this share of the budget: an over
 AIM_MARGIN = 0.98  # aim a little under the budget: QAT moves the coded size by a percent or two
 TRIM_MAX = 0.1  # the `trim` stage prunes at most this much more of the final network (no training after it)
 MIN_CHANNELS, MAX_CHANNELS = 8, 512  # narrower networks fail to train (12 dB at 4 wide on 128x72x16)
+# weight_coding "rd": λ ≈ RD_LAMBDA_AT · (payload bpp / RD_BPP_AT) ^ −RD_LAMBDA_SLOPE (a starting guess: the
+# rd stages steer λ to the budget while training; docs/ratecontrol.md)
+RD_LAMBDA_AT, RD_BPP_AT, RD_LAMBDA_SLOPE = 0.3, 0.3, 1.5
 # Default quality: this bpp on large clips, rising to at most 2.8x on tiny ones (side information weighs more).
 BPP_AT_DEFAULT = 0.1
 SMALL_CLIP_PIXELS = 2_000_000
@@ -166,6 +169,12 @@ def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int) -> HiNe
     wider = [replace(c, exps=tuple(round(e * f, 3) if e > 1 else e for e in c.exps))
              for c in (family(template, best.channels + 1, fewer) for fewer in (0, 1)) for f in shrink]
     return max([best] + [c for c in wider if fits(c)], key=lambda c: predicted_bytes(c, frames, h, w))
+
+
+def rd_lambda(model_cfg: HiNeRVConfig, clip: Clip, payload_bytes: int) -> float:
+    """weight_coding "rd": the λ a segment's training starts from for this payload (rd.py then steers it)."""
+    bpp = 8 * payload_bytes / max(clip.segment_frames * clip.height * clip.width, 1)
+    return RD_LAMBDA_AT * (max(bpp, 1e-4) / RD_BPP_AT) ** -RD_LAMBDA_SLOPE
 
 
 def default_steps(clip: Clip) -> int:

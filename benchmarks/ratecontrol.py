@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from nvc_pipe.media.atomic import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 NVC = [sys.executable, "-m", "nvc_pipe.cli"] if not (ROOT / ".venv/bin/nvc").exists() else [str(ROOT / ".venv/bin/nvc")]
 
@@ -28,9 +30,7 @@ def _load(path: Path) -> list[dict]:
 
 
 def _save(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(rows, indent=1))
 
 
 def run_one(clip: str, path: str, codec: str, rate: str, steps: int | None, work: Path) -> dict:

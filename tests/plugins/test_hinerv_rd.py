@@ -77,7 +77,7 @@ def test_stream_quality_is_the_trained_quality(rd_stream):
     _, rep = rd_stream
     last = [h for h in rep["segments"][0]["history"] if "psnr_db" in h][-1]
     assert last["stage"] == "rd_ste"
-    assert abs(rep["psnr_rgb_db"] - last["psnr_db"]) < 0.1
+    assert abs(rep["psnr_rgb"] - last["psnr_db"]) < 0.1
 
 
 def test_stream_header_and_info(rd_stream):

@@ -37,7 +37,7 @@ demo: install ffmpeg ## encode + decode the sample clip with the default preset,
 	@$(BIN)/nvc info out/demo.mkv
 
 test: install ffmpeg mkvtoolnix ## run the test suite (CPU, a few minutes)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test-fast: install ffmpeg mkvtoolnix ## the suite without tests marked slow
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -65,8 +65,9 @@ def _categorical(freqs: np.ndarray):
     return constriction.stream.model.Categorical(probs, perfect=_PERFECT)
 
 
-def encode_iid(symbols: np.ndarray, w: ByteWriter) -> None:
-    """Append a categorical block coding the integer array `symbols` (any shape, flattened)."""
+def _encode_block(symbols: np.ndarray, w: ByteWriter, write_model) -> None:
+    """Append a block: count, min, bins, then (if more than one bin) the model `write_model(flat, lo, bins, w)`
+    writes and returns the frequencies of, then the range-coded words of the symbols under them."""
     flat = np.asarray(symbols).reshape(-1).astype(np.int64)
     w.varint(flat.size, "symbol count")
     if flat.size == 0:
@@ -79,14 +80,24 @@ def encode_iid(symbols: np.ndarray, w: ByteWriter) -> None:
     w.varint(bins, "bins")
     if bins == 1:
         return
-    freqs = quantized_histogram(flat, lo, bins)
-    for f in freqs:
-        w.varint(int(f), "frequency")
+    freqs = write_model(flat, lo, bins, w)
     enc = constriction.stream.queue.RangeEncoder()
     enc.encode((flat - lo).astype(np.int32), _categorical(freqs))
     words = enc.get_compressed()
     w.varint(words.size, "word count")
     w.raw(words.astype("<u4").tobytes())
+
+
+def _histogram_model(flat: np.ndarray, lo: int, bins: int, w: ByteWriter) -> np.ndarray:
+    freqs = quantized_histogram(flat, lo, bins)
+    for f in freqs:
+        w.varint(int(f), "frequency")
+    return freqs
+
+
+def encode_iid(symbols: np.ndarray, w: ByteWriter) -> None:
+    """Append a categorical block coding the integer array `symbols` (any shape, flattened)."""
+    _encode_block(symbols, w, _histogram_model)
 
 
 def geometric_freqs(lo: int, bins: int, decay: int) -> np.ndarray:
@@ -115,27 +126,15 @@ def _geometric_fit(flat: np.ndarray, lo: int, bins: int) -> int:
     return best
 
 
-def encode_geometric(symbols: np.ndarray, w: ByteWriter) -> None:
-    """Append a geometric block coding the integer array `symbols` (any shape, flattened)."""
-    flat = np.asarray(symbols).reshape(-1).astype(np.int64)
-    w.varint(flat.size, "symbol count")
-    if flat.size == 0:
-        return
-    lo, hi = int(flat.min()), int(flat.max())
-    bins = hi - lo + 1
-    if bins > MAX_BINS:
-        raise ValueError(f"symbol range {lo}..{hi} exceeds {MAX_BINS} bins")
-    w.svarint(lo, "min symbol")
-    w.varint(bins, "bins")
-    if bins == 1:
-        return
+def _geometric_model(flat: np.ndarray, lo: int, bins: int, w: ByteWriter) -> np.ndarray:
     decay = _geometric_fit(flat, lo, bins)
     w.u16(decay, "decay")
-    enc = constriction.stream.queue.RangeEncoder()
-    enc.encode((flat - lo).astype(np.int32), _categorical(geometric_freqs(lo, bins, decay)))
-    words = enc.get_compressed()
-    w.varint(words.size, "word count")
-    w.raw(words.astype("<u4").tobytes())
+    return geometric_freqs(lo, bins, decay)
+
+
+def encode_geometric(symbols: np.ndarray, w: ByteWriter) -> None:
+    """Append a geometric block coding the integer array `symbols` (any shape, flattened)."""
+    _encode_block(symbols, w, _geometric_model)
 
 
 def decode_geometric(r: ByteReader, expected: int, lo_limit: int = -(1 << 15), hi_limit: int = (1 << 15) - 1

@@ -10,6 +10,8 @@ Directory `<output>.nvc-partial/` next to the output, removed when the encode su
     seg00003.step.npz        inside the training stage in progress: model, optimizer, RNG states, data order
     seg00003.step.json       which stage and step that is (written every --checkpoint-every and on SIGINT/SIGTERM;
                              nvc_pipe/checkpoint_step.py)
+    seg00003.first.json      the coded size of a first encode that a rate correction replaces (`VideoCodec.correct`):
+                             a resumed run corrects from it instead of encoding the segment twice
 
 Arrays go through `np.savez` and come back with `allow_pickle=False`; JSON for the rest: no pickle. Every file
 is written to a temporary name and renamed, so a kill leaves either the old or the new version. Training stages
@@ -35,6 +37,8 @@ from .media.atomic import atomic_output, write_atomic
 
 
 DEFAULT_STEP_EVERY_S = 300.0  # --checkpoint-every: seconds of training between step checkpoints
+RESUMABLE = (".au", ".npz", ".first.json")  # files that hold work --resume continues from (the CLI's hint too)
+_SEGMENT_STATES = (".state.npz", ".state.json", ".step.npz", ".step.json")
 
 
 class Checkpoint:
@@ -70,7 +74,7 @@ class Checkpoint:
         try:
             yield
         except OSError as exc:
-            kept = [p for p in self.dir.glob("seg*") if p.suffix in (".au", ".npz")]
+            kept = [p for p in self.dir.glob("seg*") if p.name.endswith(RESUMABLE)]
             if not kept:
                 shutil.rmtree(self.dir, ignore_errors=True)
             hint = f"; finished work kept in {self.dir} for --resume" if kept else ""
@@ -88,8 +92,23 @@ class Checkpoint:
             self._ensure_dir()
             write_atomic(self.dir / f"seg{index:05d}.json", json.dumps(meta).encode())
             write_atomic(self.dir / f"seg{index:05d}.au", au)  # last: an .au marks a finished segment
-            for suffix in (".state.npz", ".state.json", ".step.npz", ".step.json"):
+            for suffix in (*_SEGMENT_STATES, ".first.json"):
                 (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
+
+    # a first encode that the plugin's rate correction replaces by a second one at a corrected setting
+    def first_pass(self, index: int) -> int | None:
+        """The coded payload size of segment `index`'s first encode, when it finished and is being corrected."""
+        path = self.dir / f"seg{index:05d}.first.json"
+        return int(json.loads(path.read_text())["coded_bytes"]) if path.exists() else None
+
+    def save_first_pass(self, index: int, coded_bytes: int) -> None:
+        """Record the first encode's size; its stage and step states go (they belong to the setting replaced).
+        Removed first: a kill in between costs the first encode again, never a wrong state."""
+        with self._saving():
+            self._ensure_dir()
+            for suffix in _SEGMENT_STATES:
+                (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
+            write_atomic(self.dir / f"seg{index:05d}.first.json", json.dumps({"coded_bytes": coded_bytes}).encode())
 
     # finished stages of the segment in progress
     def stage_state(self, index: int) -> dict | None:

@@ -138,6 +138,9 @@ def _raw(args):
     return RawOptions(size=args.size, fps=args.fps, pix_fmt=args.pix_fmt)
 
 
+_RESUMABLE = (".au", ".npz", ".first.json")  # = checkpoint.RESUMABLE (not imported here: it loads torch)
+
+
 def _listdir(path: str) -> list[str]:
     try:
         return os.listdir(path)
@@ -347,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         resumable = args.command == "encode" and args.output != "-" and any(
-            n.endswith((".au", ".npz")) for n in _listdir(args.output + ".nvc-partial"))
+            n.endswith(_RESUMABLE) for n in _listdir(args.output + ".nvc-partial"))
         hint = " (continue with --resume)" if resumable else ""
         _fail(f"{PROG} {args.command}: interrupted{hint}")
         return 130

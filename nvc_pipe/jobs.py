@@ -79,14 +79,25 @@ def encode_segment(job: SegmentJob, tick: Callable[[int], None] | None = None) -
     dev = torch.device(job.device)
     plugin = load_codec(job.codec) if job.codec is not None else None
     intra_codec = image_codec_for(job.intra, from_stream=False) if job.intra is not None else None
-    cfg = job.config
-    payload, report = _encode_payload(job, plugin, cfg, intra_codec, dev, job.checkpoint, tick)
+    cfg, ckpt = job.config, job.checkpoint
+    correcting = job.correct and plugin is not None and hasattr(plugin, "correct")
+    # a first encode that finished before an interruption is not redone: its size is all the correction needs
+    first = ckpt.first_pass(seg.index) if ckpt is not None and correcting else None
+    recorded = first is not None
+    payload = report = None
+    if not recorded:
+        payload, report = _encode_payload(job, plugin, cfg, intra_codec, dev, ckpt, tick)
+        first = len(payload)
     correction = None
-    if job.correct and plugin is not None and hasattr(plugin, "correct"):
-        fixed = plugin.correct(cfg, job.budget_bytes, len(payload), job.clip)
+    if correcting:
+        fixed = plugin.correct(cfg, job.budget_bytes, first, job.clip)
         if fixed is not None:
+            if ckpt is not None and not recorded:
+                ckpt.save_first_pass(seg.index, first)
             cfg, correction = fixed
-            payload, report = _encode_payload(job, plugin, cfg, intra_codec, dev, None, tick)
+            payload, report = _encode_payload(job, plugin, cfg, intra_codec, dev, ckpt, tick)
+    if payload is None:  # a recorded first encode that needs no correction any more (another plugin version)
+        payload, report = _encode_payload(job, plugin, cfg, intra_codec, dev, ckpt, tick)
     au_bytes = AccessUnit(seg.index, seg.start, len(seg), payload).to_bytes()
     # Measure what the decoder will really produce: parse the AU bytes back and render them.
     decoder = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
@@ -98,6 +109,8 @@ def encode_segment(job: SegmentJob, tick: Callable[[int], None] | None = None) -
             **({"budget_bytes": job.budget_bytes} if job.budget_bytes is not None else {}), **report}
     if correction is not None:
         meta["rate_correction"] = {**correction, "second_bytes": len(payload)}
+    if correcting:  # what the correction was computed from: a resumed encode replays it for the later segments
+        meta["correct_from"] = {"budget_bytes": job.budget_bytes, "coded_bytes": first}
     meta["quality"] = quality.values()
     return SegmentResult(seg.index, au_bytes, meta, cfg)
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from nvc_pipe import entropy
 from nvc_pipe.errors import BitstreamError
+from nvc_pipe.checkpoint_step import open_step_checkpoint
 from nvc_pipe.metrics import frame_psnr
 from nvc_pipe.pipeline import Stage, Work
 from nvc_pipe.stages import patch
@@ -35,8 +36,9 @@ from . import arm
 from .model import C3Config, PatchModel, grid_shapes, macs_per_pixel, patch_boxes
 from .netquant import PatchCode, load_network, quantize_patch, render_patch
 from .payload import decode_patch_latents, read_payload, write_payload
-from .presets import DEFAULT_PRESET, PRESETS, Preset
-from .train import learn_windows, train_patch
+from .presets import DEFAULT_PRESET, PRESETS, Preset, total_steps
+from .steps import Steps
+from .train import train_segment
 
 Box = tuple[int, int, int, int, int, int]
 
@@ -82,20 +84,21 @@ def latents_sha256(grids: list[torch.Tensor]) -> str:
 
 
 def fit_segment(frames: torch.Tensor, max_value: int, preset: Preset, progress: bool = False,
-                label: str = "seg 0") -> tuple[SegmentModel, dict]:
-    """Train every patch of `frames` (T, H, W, 3) integer samples on their device: the models and a summary."""
-    cfg = preset.model
-    boxes = patch_boxes(cfg, *frames.shape[:3])
-    models, summary = [], []
-    for i, box in enumerate(boxes):
-        target, shape, seed = _target(frames, max_value, box), box[3:], preset.train.seed + i
-        windows = (learn_windows(cfg, shape, target, preset, seed, progress)
-                   if cfg.context == "learned" else None)
-        model, history = train_patch(cfg, shape, windows, target, preset, seed,
-                                     f"{label} patch {i + 1}/{len(boxes)}", progress)
-        models.append(model)
-        summary.append({"box": list(box), "windows": [list(w) for w in model.windows], "final": history[-1]})
+                label: str = "seg 0", ck: Steps | None = None) -> tuple[SegmentModel, dict]:
+    """Train every patch of `frames` (T, H, W, 3) integer samples on their device: the models and a summary.
+    `ck`: the segment's step checkpoint (saved while training; a saved one is gone on from)."""
+    boxes = patch_boxes(preset.model, *frames.shape[:3])
+    models, summary = train_segment(preset.model, boxes, lambda i: _target(frames, max_value, boxes[i]), preset,
+                                    progress, label, ck)
     return SegmentModel(models, boxes), {"patches": summary}
+
+
+def step_shape(preset: Preset, boxes: list[Box]) -> dict:
+    """What a step checkpoint of a segment's training must match: the patches, the schedule and λ (a
+    rate-corrected second encode has another λ, so it never picks up the first encode's checkpoint)."""
+    return {"boxes": [list(b) for b in boxes], "steps": total_steps(preset), "stage1": preset.train.epochs,
+            "stage2": preset.c3.stage2_steps, "warmup": [preset.c3.warmup_candidates, preset.c3.warmup_steps],
+            "rd_lambda": preset.c3.rd_lambda, "seed": preset.train.seed}
 
 
 def quantize_segment(seg: SegmentModel, frames: torch.Tensor, max_value: int, preset: Preset) -> None:
@@ -115,8 +118,11 @@ def encode_frames(frames: torch.Tensor, max_value: int, preset: Preset, progress
 
 
 def _overfit(work: Work) -> Work:
-    work.model, work.report["c3"] = fit_segment(work.data.frames, work.data.max_value, work.config, work.progress,
-                                                f"seg {work.segment.index}")
+    frames = work.data.frames
+    saver = open_step_checkpoint(work.checkpoint, work.segment.index, "c3",
+                                 step_shape(work.config, patch_boxes(work.config.model, *frames.shape[:3])))
+    work.model, work.report["c3"] = fit_segment(frames, work.data.max_value, work.config, work.progress,
+                                                f"seg {work.segment.index}", Steps(saver) if saver else None)
     return work
 
 

@@ -20,12 +20,17 @@ optimisation step (warm-up candidates included):
 `learn_windows` is C3's learned inter-frame receptive field: a throw-away model whose per-grid ARMs see the whole
 (2r + 1)² previous-frame window trains for `mask_steps`; per grid (< 3) the 4×4 window with the largest summed
 mean |first-layer weight| is kept, and the real model is trained from scratch with those windows.
+
+With a step checkpoint (`steps.Steps`, `--checkpoint-every`, SIGINT/SIGTERM) every loop saves after its steps and
+a resumed run goes on at the step where it stopped, with the same bytes as an uninterrupted one (steps.py).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from contextlib import nullcontext
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +40,7 @@ from .arm import LEARNED_GRIDS, LEARNED_WINDOW, learned_context, scale_from_raw,
 from .model import C3Config, PatchModel
 from .presets import Preset
 from .quantizer import laplace_bits, noisy_soft_round, soft_round, ste_round
+from .steps import Steps
 
 
 def rd_loss(model: PatchModel, target: torch.Tensor, rd_lambda: float, quantize,
@@ -86,12 +92,16 @@ def _clip(model: PatchModel, preset: Preset) -> None:
 
 
 def _run(model: PatchModel, target: torch.Tensor, preset: Preset, steps: int, gen: torch.Generator, desc: str,
-         progress: bool, stage: str = "c3-noise", constant_temp: float | None = None) -> list[dict]:
-    """Stage-1-like training: `steps` Adam steps on the noisy proxy (cosine LR unless `constant_temp` is set)."""
+         progress: bool, stage: str = "c3-noise", constant_temp: float | None = None,
+         history: list[dict] | None = None, ck: Steps | None = None, phase: str = "noise") -> list[dict]:
+    """Stage-1-like training: `steps` Adam steps on the noisy proxy (cosine LR unless `constant_temp` is set);
+    loss entries are appended to `history`. `phase` names the loop in step checkpoints."""
     cfg, c3 = preset.train, preset.c3
     opt = _optimizer(model, cfg.lr)
-    history = []
-    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    history = [] if history is None else history
+    at = ck.enter(phase, model, opt, gen) if ck is not None else None
+    first = at.meta["step"] if at is not None else 0
+    for step in tqdm(range(first, steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         frac = step / max(steps, 1)
         if constant_temp is None:
             for g in opt.param_groups:
@@ -104,6 +114,8 @@ def _run(model: PatchModel, target: torch.Tensor, preset: Preset, steps: int, ge
         if step % 100 == 0 or step == steps - 1:
             history.append({"stage": stage, "step": step, "loss": float(loss.detach()), "mse": float(mse),
                             "bits": float(bits)})
+        if ck is not None:
+            ck.step(phase, step + 1, model, opt, gen)
     return history
 
 
@@ -112,7 +124,8 @@ def hard_loss(model: PatchModel, target: torch.Tensor, preset: Preset) -> float:
         return float(rd_loss(model, target, preset.c3.rd_lambda, _hard, preset.c3.rate_cap_bits)[0])
 
 
-def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, progress: bool) -> list[dict]:
+def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, progress: bool,
+            history: list[dict], ck: Steps | None = None) -> None:
     c3 = preset.c3
     hard = c3.final == "hard"
     quant = _hard if hard else (lambda y: ste_round(y, c3.ste_temperature))
@@ -121,8 +134,13 @@ def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, 
             p.requires_grad_(False)
     opt = _optimizer(model, c3.stage2_lr)
     best, best_state, since, lr = math.inf, None, 0, c3.stage2_lr
-    history = []
-    for step in tqdm(range(c3.stage2_steps + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    at = ck.enter("final", model, opt, None) if ck is not None else None
+    first = 0
+    if at is not None:
+        first, (best, since, lr) = at.meta["step"], at.meta["final"]
+        best_state = at.tensors("best", target.device)
+    for step in tqdm(range(first, c3.stage2_steps + 1), desc=desc, disable=not progress, leave=False,
+                     dynamic_ncols=True):
         loss, mse, bits = rd_loss(model, target, c3.rd_lambda, quant, c3.rate_cap_bits)
         value = float(loss.detach())
         if value < best:
@@ -145,10 +163,11 @@ def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, 
         loss.backward()
         _clip(model, preset)
         opt.step()
+        if ck is not None:
+            ck.step("final", step + 1, model, opt, None, {"final": [best, since, lr]}, best_state)
     model.load_state_dict(best_state)
     for p in model.latents.parameters():
         p.requires_grad_(True)
-    return history
 
 
 def init_model(model: PatchModel, target: torch.Tensor, preset: Preset) -> PatchModel:
@@ -165,44 +184,66 @@ def _new_model(cfg: C3Config, shape, windows, target: torch.Tensor, preset: Pres
 
 
 def warm_up(cfg: C3Config, shape, windows, target: torch.Tensor, preset: Preset, seed: int, gen: torch.Generator,
-            desc: str, progress: bool) -> tuple[PatchModel, list[dict]]:
-    """Cool-Chic's warm-up: several random starts trained briefly, the best kept (see module doc)."""
+            desc: str, progress: bool, history: list[dict], ck: Steps | None = None) -> PatchModel:
+    """Cool-Chic's warm-up: several random starts trained briefly, the best kept (see module doc); one entry per
+    round appended to `history`."""
     c3 = preset.c3
     models = [_new_model(cfg, shape, windows, target, preset, seed + 1000 * i) for i in range(c3.warmup_candidates)]
-    history = []
+    at = ck.inside("warmup") if ck is not None else None
+    start_round, start_index, start_scores = 0, 0, []
+    if at is not None:  # the candidates as saved, in that round's order; the one in training goes on in _run
+        start_round, start_index, start_scores = (at.meta["warmup"][k] for k in ("round", "index", "scores"))
+        for k, m in enumerate(models):
+            if at.has(f"cand{k}"):
+                at.load_module(f"cand{k}", m)
     for round_, keep in enumerate((c3.warmup_candidates, c3.warmup_keep)):
-        scored = []
-        for i, m in enumerate(models[:keep]):
+        if round_ < start_round:
+            continue
+        resumed = round_ == start_round
+        scored = [(v, i, models[i]) for v, i in start_scores] if resumed else []
+        for i in range(start_index if resumed else 0, min(keep, len(models))):
+            m = models[i]
+            if ck is not None:
+                ck.warmup = {"round": round_, "index": i, "scores": [[v, j] for v, j, _ in scored]}
+                ck.candidates = models[:keep]
             _run(m, target, preset, c3.warmup_steps, gen, f"{desc} warm-up {round_ + 1}.{i + 1}", progress,
-                 constant_temp=c3.temperature[0])
+                 constant_temp=c3.temperature[0], ck=ck, phase="warmup")
             scored.append((hard_loss(m, target, preset), i, m))
         scored.sort(key=lambda v: (v[0], v[1]))
         models = [m for _, _, m in scored]
         history.append({"stage": f"c3-warmup-{round_ + 1}", "losses": [round(v, 6) for v, _, _ in scored]})
-    return models[0], history
+    if ck is not None:
+        ck.warmup, ck.candidates = None, []
+    return models[0]
 
 
 def train_patch(cfg: C3Config, shape, windows, target: torch.Tensor, preset: Preset, seed: int, desc: str = "c3",
-                progress: bool = False) -> tuple[PatchModel, list[dict]]:
-    """A trained model of the patch `target` (T, H, W, 3) in [0, 1] (on its device) and its loss history."""
+                progress: bool = False, ck: Steps | None = None) -> tuple[PatchModel, list[dict]]:
+    """A trained model of the patch `target` (T, H, W, 3) in [0, 1] (on its device) and its loss history.
+    With `ck` (its `patch` set to this patch) the loops save step checkpoints, and one that stopped inside this
+    patch goes on where it stopped."""
     gen = torch.Generator(device=target.device).manual_seed(seed)
-    if preset.c3.warmup_candidates > 1:
-        model, history = warm_up(cfg, shape, windows, target, preset, seed, gen, desc, progress)
-    else:
-        model, history = _new_model(cfg, shape, windows, target, preset, seed), []
-    history += _run(model, target, preset, preset.train.epochs, gen, f"{desc} noise", progress)
-    history += _stage2(model, target, preset, f"{desc} {preset.c3.final}", progress)
+    history = ck.resume_history() if ck is not None else []
+    passed = (lambda phase: ck.passed(ck.patch, phase)) if ck is not None else (lambda phase: False)
+    if preset.c3.warmup_candidates > 1 and not passed("warmup"):
+        model = warm_up(cfg, shape, windows, target, preset, seed, gen, desc, progress, history, ck)
+    else:  # (when the run stopped after its warm-up, the model in training is loaded by the next loop)
+        model = _new_model(cfg, shape, windows, target, preset, seed)
+    if not passed("noise"):
+        _run(model, target, preset, preset.train.epochs, gen, f"{desc} noise", progress, history=history, ck=ck)
+    _stage2(model, target, preset, f"{desc} {preset.c3.final}", progress, history, ck)
     return model, history
 
 
 def learn_windows(cfg: C3Config, shape: tuple[int, int, int], target: torch.Tensor, preset: Preset, seed: int,
-                  progress: bool = False) -> list[tuple[int, int]]:
+                  progress: bool = False, ck: Steps | None = None) -> list[tuple[int, int]]:
     """C3's learned previous-frame windows: top-left (dy, dx) of a 4×4 window per grid < 3."""
     r = preset.c3.mask_radius
     contexts = [search_context(r) if k < LEARNED_GRIDS else learned_context(None) for k in range(cfg.num_grids)]
+    torch.manual_seed(seed)  # the probe's start depends on nothing before it (a resumed or Ray job gets the same)
     probe = init_model(PatchModel(cfg, shape, contexts=contexts).to(target.device), target, preset)
     gen = torch.Generator(device=target.device).manual_seed(seed)
-    _run(probe, target, preset, preset.c3.mask_steps, gen, "c3 mask", progress)
+    _run(probe, target, preset, preset.c3.mask_steps, gen, "c3 mask", progress, ck=ck, phase="mask")
     side = 2 * r + 1
     windows = []
     for k in range(min(LEARNED_GRIDS, cfg.num_grids)):
@@ -211,3 +252,42 @@ def learn_windows(cfg: C3Config, shape: tuple[int, int, int], target: torch.Tens
         i, j = divmod(int(torch.argmax(score)), score.shape[1])  # first maximum in raster order
         windows.append((i - r, j - r))
     return windows
+
+
+def train_segment(cfg: C3Config, boxes: list, target_of: Callable[[int], torch.Tensor], preset: Preset,
+                  progress: bool = False, label: str = "seg 0",
+                  ck: Steps | None = None) -> tuple[list[PatchModel], list[dict]]:
+    """Train every patch (`boxes`, targets from `target_of(i)`): the models and one summary per patch. With `ck`,
+    SIGINT/SIGTERM wait for the step in progress and its checkpoint, patches finished before a saved step are
+    loaded instead of trained, and the end of training is saved too (phase "trained")."""
+    models: list[PatchModel] = []
+    summary: list[dict] = []
+    if ck is not None:
+        ck.finished, ck.summaries = models, summary
+    with ck.saver.deferred_signals() if ck is not None else nullcontext():
+        for i, box in enumerate(boxes):
+            target, shape, seed = target_of(i), box[3:], preset.train.seed + i
+            if ck is not None and ck.passed(i):
+                model, entry = ck.finished_patch(i, lambda w: init_model(PatchModel(cfg, shape, w).to(target.device),
+                                                                         target, preset))
+                models.append(model)
+                summary.append(entry)
+                continue
+            if ck is not None:
+                ck.patch, ck.windows, ck.history = i, None, []
+            windows = None
+            if cfg.context == "learned":
+                windows = (ck.saved_windows() if ck is not None and ck.passed(i, "mask")
+                           else learn_windows(cfg, shape, target, preset, seed, progress, ck))
+                if ck is not None:
+                    ck.windows = [list(w) for w in windows]
+            model, history = train_patch(cfg, shape, windows, target, preset, seed,
+                                         f"{label} patch {i + 1}/{len(boxes)}", progress, ck)
+            models.append(model)
+            summary.append({"box": list(box), "windows": [list(w) for w in model.windows], "final": history[-1]})
+        if ck is not None and ck.saved is None:
+            ck.patch, ck.windows, ck.history = len(boxes), None, []
+            ck.save("trained", 0)
+        elif ck is not None:  # resumed after the training: every patch came from the checkpoint
+            ck.saved.restore_global_rngs()
+    return models, summary

@@ -58,14 +58,20 @@ def run_stages(stages: list[Stage], work: Work, checkpoint: "Checkpoint | None" 
     """Run `stages` in order on one segment; time each; skip those a checkpoint already holds.
 
     Cheap stages (patch, init, quantize, entropy) always run; checkpointed ones up to the last saved are skipped
-    and the saved model state is loaded in their place. CUDA out-of-memory in a stage puts the work back as the
-    stage received it (weights, masks, report) and runs the stage again (with a warning) on `shrink(work.config)`,
-    the plugin's lighter config (e.g. half the batch), until it returns None.
+    and the saved model state is loaded in their place. A resumed segment starts with the report saved with that
+    state, so a cheap stage between skipped ones (HiNeRV's `aim`, after overfit) can take the decision it recorded
+    there on the trained model instead of deciding again on the fresh one it would see.
+
+    CUDA out-of-memory in a stage puts the work back as the stage received it (weights, masks, report) and runs the
+    stage again (with a warning) on `shrink(work.config)`, the plugin's lighter config (e.g. half the batch),
+    until it returns None.
     """
     work.checkpoint = checkpoint
     saved = checkpoint.stage_state(work.segment.index) if checkpoint else None
     names = [s.name for s in stages]
     skip_until = names.index(saved["stage"]) if saved and saved["stage"] in names else -1
+    if skip_until >= 0:
+        work.report.update(copy.deepcopy(saved["report"]))
     for i, stage in enumerate(stages):
         if stage.checkpoint and i <= skip_until:
             if i == skip_until:

@@ -52,6 +52,56 @@ def test_resume_after_stage_and_segment_checkpoints(media, tmp_path, monkeypatch
     assert report["frames"] == 4 and not os.path.exists(partial)
 
 
+def test_resume_after_prune_keeps_the_rate_decision_made_on_the_trained_network(media, tmp_path, monkeypatch):
+    """HiNeRV's `aim` (after overfit) picks the pruning ratio on the trained network. Resumed at a saved prune
+    stage, the pipeline loads the pruned state only after `aim` has run, so `aim` used to search again on the
+    fresh model of the init stage (on this tiny clip it happens to code within 0.2 % of the trained one, so the
+    ratio came out equal; a ratio of 0 on one side only moves the prune epochs into QAT, and trim searches from
+    the ratio). It now applies the ratio recorded in the saved report: no search on any network the
+    uninterrupted run did not search on, and the same config, report and payload."""
+    from nvc_hinerv import ratecontrol
+    from nvc_hinerv.codec import PRESETS, codec
+    from nvc_pipe.checkpoint import Checkpoint
+    from nvc_pipe.media.demux import open_video
+    import nvc_pipe.stages.qat as qat
+
+    preset = PRESETS["tiny"]
+    searched = []
+    search = ratecontrol._search_ratio
+
+    def spy(model, *args, **kw):  # which network a ratio search looks at
+        searched.append(sum(float(p.detach().double().abs().sum()) for p in model.parameters()))
+        return search(model, *args, **kw)
+
+    monkeypatch.setattr(ratecontrol, "_search_ratio", spy)
+
+    def encode(store=None):
+        with open_video(str(media["odd"])) as src:
+            work = Work(next(src.segments(None)), src.info, preset, torch.device("cpu"), progress=False,
+                        budget_bytes=2100)  # ~2/3 of what the unpruned network codes: aim prunes
+        return run_stages(codec.stages(preset), work, store)
+
+    ref = encode()
+    assert ref.config.train.prune_ratio > 0.2 and searched
+    in_ref, searched[:] = list(searched), []
+    out = str(tmp_path / "o.nvc")
+    real = qat.run
+
+    def interrupted(work):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(qat, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        encode(Checkpoint(out, {"k": 1}, resume=False, step_every=0))
+    assert json.loads((tmp_path / "o.nvc.nvc-partial" / "seg00000.state.json").read_text())["stage"] == "prune"
+    monkeypatch.setattr(qat, "run", real)
+    searched[:] = []
+    resumed = encode(Checkpoint(out, {"k": 1}, resume=True, step_every=0))
+    assert all(s in in_ref for s in searched), "a ratio search on a network the one run never had"
+    assert resumed.config == ref.config and resumed.report["rate"] == ref.report["rate"]
+    assert resumed.payload == ref.payload
+
+
 def test_resume_refuses_other_settings(media, tmp_path):
     out = tmp_path / "o.nvc"
     os.makedirs(str(out) + ".nvc-partial")

@@ -298,19 +298,30 @@ def _search_ratio(model: torch.nn.Module, budget: int, bits: int, lo: float, hi:
     return hi, size_hi, probes
 
 
+def _aimed(train, ratio: float):
+    if ratio > 0:
+        return replace(train, prune_ratio=ratio)
+    # nothing to prune: the prune stage is skipped, its epochs fine-tune in QAT instead
+    return replace(train, prune_ratio=0.0, qat_epochs=train.qat_epochs + train.prune_epochs, prune_epochs=0)
+
+
 def aim(work: Work) -> Work:
-    """After overfit: choose the pruning ratio whose coded payload meets the segment's budget."""
+    """After overfit: choose the pruning ratio whose coded payload meets the segment's budget.
+
+    A segment resumed after its prune stage no longer has the trained, unpruned network this decision is made
+    on (the pipeline loads the saved state after this stage): its report, saved with that state, holds the ratio
+    chosen then (`ratio`), which is applied again."""
     if work.budget_bytes is None or work.model is None:
+        return work
+    decided = work.report.get("rate", {}).get("ratio")
+    if decided is not None:
+        work.config = replace(work.config, train=_aimed(work.config.train, decided))
         return work
     train = work.config.train
     aimed = int(AIM_MARGIN * work.budget_bytes)
     ratio, size, probes = _search_ratio(work.model, aimed, train.bits, *PRUNE_RANGE)
-    if ratio > 0:
-        train = replace(train, prune_ratio=ratio)
-    else:  # nothing to prune: the prune stage is skipped, its epochs fine-tune in QAT instead
-        train = replace(train, prune_ratio=0.0, qat_epochs=train.qat_epochs + train.prune_epochs, prune_epochs=0)
-    work.config = replace(work.config, train=train)
-    work.report["rate"] = {"budget_bytes": work.budget_bytes, "prune_ratio": round(ratio, 4),
+    work.config = replace(work.config, train=_aimed(train, ratio))
+    work.report["rate"] = {"budget_bytes": work.budget_bytes, "prune_ratio": round(ratio, 4), "ratio": ratio,
                            "aimed_bytes": size, "probes": [[round(r, 4), b] for r, b in probes]}
     if size > work.budget_bytes:
         work.report.setdefault("warnings", []).append(

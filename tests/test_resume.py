@@ -146,14 +146,15 @@ def test_cuda_oom_halves_the_batch(media):
     assert seen == [4, 2, 1] and len(work.report["warnings"]) == 2
 
 
-def _encode(src, out, *extra, verbose=False):
-    return [sys.executable, "-m", "nvc_pipe", *(["--verbose"] if verbose else []), "encode", str(src), "-o", str(out),
+def _encode(src, out, *extra):
+    return [sys.executable, "-m", "nvc_pipe", "encode", str(src), "-o", str(out),
             "--preset", "tiny", "--epochs", "40", "--device", "cpu", "--quiet", *extra]
 
 
-def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread):
+def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread, caplog):
     """A real `nvc encode` interrupted mid-stage (after a step checkpoint landed) resumes at that step, and the
-    stream equals an uninterrupted run's byte for byte (that one in this process, one thread as the CLI runs)."""
+    stream equals an uninterrupted run's byte for byte (that one and the resumed one in this process, not the one
+    interrupted; one thread as the CLI runs)."""
     src = tmp_path / "src.mkv"
     r = run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.08", "-c:v", "ffv1",
              str(src)])
@@ -173,9 +174,10 @@ def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread):
     assert not out.exists()
     meta = json.loads(step.read_text())  # saved on the signal, inside a training stage
     assert meta["stage"] in ("overfit", "prune", "qat") and meta["step"] > 0
-    r = subprocess.run(_encode(src, out, "--resume", verbose=True), env=env, timeout=300, capture_output=True)
-    assert r.returncode == 0, r.stderr
-    assert f"{meta['stage']} resumed at step {meta['step']}" in r.stderr.decode()
+    with caplog.at_level("INFO", logger="nvc_pipe.checkpoint_step"):
+        api.encode_file(str(src), str(out), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False,
+                        resume=True)
+    assert f"{meta['stage']} resumed at step {meta['step']}" in caplog.text
     assert out.read_bytes() == ref.read_bytes()
     assert not os.path.exists(str(out) + ".nvc-partial")
 
@@ -233,3 +235,47 @@ def test_checkpoint_every_option(capsys):
     with pytest.raises(SystemExit) as exc:
         parse(["encode", "i.mp4", "-o", "o.mkv", "--checkpoint-every", "soon"])
     assert exc.value.code == 2 and "expected a duration such as 30s or 5m" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("codec, preset", [("hinerv", "tiny"), ("c3", "c3-tiny-cool")])
+@pytest.mark.parametrize("when", ["before-training", "training", "training-no-checkpoints"])
+def test_the_resume_hint_only_when_there_is_something_to_resume(media, tmp_path, monkeypatch, capsys, one_thread,
+                                                                 codec, preset, when):
+    """A real SIGINT to `nvc encode` (in this process): in the first stage, before any training, nothing is saved
+    and the message has no --resume hint (no folder left); inside training with step checkpoints the step in
+    progress is saved and the hint is given; with `--checkpoint-every 0` nothing is saved and there is no hint."""
+    from nvc_pipe import cli
+    import nvc_pipe.stages.patch as patch
+
+    def kill_after(obj, name, n):
+        real, calls = getattr(obj, name), []
+
+        def wrapper(*a, **k):
+            calls.append(1)
+            out = real(*a, **k)
+            if len(calls) == n:
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+        monkeypatch.setattr(obj, name, wrapper)
+
+    if when == "before-training":
+        kill_after(patch, "run", 1)
+    else:
+        kill_after(torch.optim.Adam, "step", 3)
+    out = tmp_path / "o.mkv"
+    args = ["encode", str(media["odd"]), "-o", str(out), "--codec", codec, "--preset", preset, "--device", "cpu",
+            "--quiet"] + (["--checkpoint-every", "0"] if when == "training-no-checkpoints" else [])
+    term = signal.getsignal(signal.SIGTERM)  # cli.main sets its own: put it back afterwards
+    try:
+        code = cli.main(args)
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    err = capsys.readouterr().err.strip()
+    assert code == 130 and not out.exists(), err
+    partial = tmp_path / "o.mkv.nvc-partial"
+    if when == "training":
+        assert err.endswith("interrupted (continue with --resume)"), err
+        assert (partial / "seg00000.step.npz").exists()
+    else:
+        assert err.endswith(": interrupted"), err
+        assert not partial.exists()

@@ -331,6 +331,16 @@ COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "pr
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so atomic outputs and temp files are cleaned up on the way out.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before a command started (imports, parsing): nothing can have been saved
+        _fail(f"{PROG}: interrupted")
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="nvc: %(message)s")
@@ -341,8 +351,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
-    # SIGTERM unwinds like Ctrl-C, so atomic outputs and temp files are cleaned up on the way out.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return handler(args)
     except NvcError as exc:

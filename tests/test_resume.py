@@ -279,3 +279,24 @@ def test_the_resume_hint_only_when_there_is_something_to_resume(media, tmp_path,
     else:
         assert err.endswith(": interrupted"), err
         assert not partial.exists()
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
+    """SIGINT while `nvc` still imports its subcommands (build_parser loads torch: seconds on a loaded box) gave
+    a Python traceback; it is one line and exit 130, like any other interrupt."""
+    from nvc_pipe import cli
+
+    def slow_start():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # (the signal lands here)
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(cli, "build_parser", slow_start)
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        code = cli.main(["encode", "in.mp4", "-o", "o.mkv"])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped nvc's main (a traceback)")
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert code == 130 and capsys.readouterr().err == "nvc: interrupted\n"

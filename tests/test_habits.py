@@ -78,6 +78,25 @@ def test_refused_before_any_work(clip, tmp_path, capsys):
         assert os.listdir(tmp_path) == []
 
 
+def test_zero_counts_and_bad_times_are_refused_by_the_parser(clip, tmp_path, capsys):
+    """`--batch-size 0` (was a ZeroDivisionError after the plan), `-frames:v 0`, `-ss abc`: exit 2, one line, before
+    the input is even opened; `-t 0` (a selection of nothing) is refused once the input is known, before any
+    work."""
+    _, src = clip
+    out = tmp_path / "o.mkv"
+    for extra, message in [(("--batch-size", "0"), "argument --batch-size: expected a number >= 1, got 0"),
+                           (("-frames:v", "0"), "argument -frames:v/--frames: expected a number >= 1, got 0"),
+                           (("-ss", "abc"), "argument -ss: invalid time 'abc'")]:
+        with pytest.raises(SystemExit) as exc:
+            main(["encode", str(src), "-o", str(out), *extra, *TINY])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and err.count("\n") == 1, (extra, err)
+    assert main(["encode", str(src), "-o", str(out), "-t", "0", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "bad frame selection" in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
 def test_image_sequence_with_framerate(tmp_path):
     _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.2", str(tmp_path / "img%03d.png"))
     with open_video(str(tmp_path / "img%03d.png"), RawOptions(fps=Fraction(10))) as video:

@@ -56,6 +56,14 @@ def test_mkvinfo_and_mkvmerge_identify_a_video_track(encoded):
     assert info.returncode == 0 and "Error" not in info.stdout
     assert "Track type: video" in info.stdout and "Pixel width: 32" in info.stdout
     assert "Default duration: 00:00:00.040000000 (25.000 frames/fields per second" in info.stdout
+    # the elements issue 15 asks for: our codec ID with the sequence header in CodecPrivate, display size, colour
+    # description, the access unit as a block at its timestamp, and Cues pointing at it
+    full = run([MKVINFO, "-v", "-v", str(encoded["mkv"])]).stdout
+    for element in ("Codec ID: V_MS/VFW/FOURCC", '(FourCC: 0x4e564331 "NVC1")', "Display width: 32",
+                    "Display height: 24", "Color matrix coefficients:", "Color range:", "Color transfer:",
+                    "Color primaries:", "Block: track number 1, 1 frame(s), timestamp 00:00:00.0", "Cue point",
+                    "Cue track: 1"):
+        assert element in full, element
     ident = json.loads(run([MKVMERGE, "-J", str(encoded["mkv"])]).stdout)
     assert ident["errors"] == [] and ident["warnings"] == []
     assert [t["type"] for t in ident["tracks"]] == ["video", "audio"]

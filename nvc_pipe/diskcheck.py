@@ -6,9 +6,11 @@ The estimate comes from the codec plugin's plan:
     stream      the aimed rate (`stream_bpp` × pixels / 8) or, for a fixed network, 1 byte per coded parameter
                 (6-bit values, entropy coded: real streams carry < 0.8) — plus the headers core measured
     output      the stream + the streams copied from the source (audio, subtitles: at most the input file's size)
-    checkpoints the finished segments' access units (the stream again) + the segment in training:
-                `CHECKPOINT_BYTES_PER_VALUE` per trainable value (stage state: fp32 weights + masks; step state:
-                fp32 weights + Adam's two fp32 moments), values = the plan's `parameters` or, failing that, `latents`
+    checkpoints the finished segments' access units (the stream again) + the segment in training: per trainable
+                value (the plan's `parameters` or, failing that, `latents`) the plan's `checkpoint_bytes_per_value`
+                (C3: its step state, plugins/nvc_c3/steps.py) or `CHECKPOINT_BYTES_PER_VALUE` (stage state: fp32
+                weights + masks; step state: fp32 weights + Adam's two fp32 moments, twice — a step checkpoint is
+                written beside the one it replaces, then renamed over it)
 
 Both live in the output's directory at the end of an encode (the folder is removed after the output is renamed
 into place), so the check asks for their sum. `free_bytes` is `shutil.disk_usage(dir).free`, the space an
@@ -24,7 +26,7 @@ import shutil
 from .errors import OutputError
 from .rate import Clip
 
-CHECKPOINT_BYTES_PER_VALUE = 4 + 1 + 3 * 4  # stage npz (fp32 + bool mask) + step npz (weights + two Adam moments)
+CHECKPOINT_BYTES_PER_VALUE = 4 + 1 + 2 * 3 * 4  # stage npz (fp32 + bool mask) + old and new step npz (weights + Adam)
 STREAM_BYTES_PER_PARAMETER = 1.0  # fixed networks: an upper bound on the coded size of one parameter
 MARGIN_BYTES = 64 << 10  # container overhead, key/JSON files, file system slack
 
@@ -39,7 +41,8 @@ def estimate(plan: dict, clip: Clip, copied_bytes: int = 0, checkpoints: bool = 
     else:
         stream = STREAM_BYTES_PER_PARAMETER * per_segment * segments
     stream = int(stream) + clip.overhead_bytes
-    ckpt = stream + int(CHECKPOINT_BYTES_PER_VALUE * per_segment) if checkpoints else 0
+    per_value = plan.get("checkpoint_bytes_per_value") or CHECKPOINT_BYTES_PER_VALUE
+    ckpt = stream + int(per_value * per_segment) if checkpoints else 0
     output = stream + copied_bytes
     return {"stream": stream, "output": output, "checkpoints": ckpt, "total": output + ckpt + MARGIN_BYTES}
 

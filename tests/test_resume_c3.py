@@ -82,6 +82,20 @@ def _stop_at_check(monkeypatch, n: int) -> list[int]:
     return calls
 
 
+def _check_disk_estimate(name: str, arrays: dict) -> None:
+    """The values of a step checkpoint stay within what diskcheck asks for before training: the plan's
+    `checkpoint_bytes_per_value` (counted twice there: the old and the new file) per value of the segment's
+    models (the generator states and the npz framing are in its fixed margin)."""
+    from nvc_c3.model import PatchModel, patch_boxes
+    from nvc_c3.steps import checkpoint_bytes_per_value
+
+    preset, rgb = _presets()[name]
+    values = sum(sum(p.numel() for p in PatchModel(preset.model, box[3:]).parameters())
+                 for box in patch_boxes(preset.model, *rgb.shape[:3]))
+    data = sum(a.nbytes for k, a in arrays.items() if k.startswith(("m:", "o:")))
+    assert data <= checkpoint_bytes_per_value(preset.c3.warmup_candidates) / 2 * values
+
+
 # (preset, SIGINT at the n-th step, where the checkpoint must say it stopped: patch, phase, steps done in that
 # loop, and in the warm-up [round, candidate]). "learned" has per patch 4 probe steps, 3 + 2 candidates x 2
 # steps, 5 stage-1 steps and (here) 5 of stage 2; "cool" 5 + 2 candidates x 1, 23 and 10.
@@ -108,6 +122,7 @@ def test_c3_stopped_at_any_step_resumes_to_the_same_bytes(reference, tmp_path, m
     assert (meta["patch"], meta["phase"], meta["step"]) == where[:3] and len(calls) == n
     if meta["phase"] == "warmup":
         assert [meta["warmup"]["round"], meta["warmup"]["index"]] == where[3]
+    _check_disk_estimate(name, store.step_state(0)[1])
     monkeypatch.undo()
     calls = _stop_at_check(monkeypatch, 10**9)
     resumed = _encode(name, Checkpoint(out, {"k": 1}, resume=True, step_every=3600))

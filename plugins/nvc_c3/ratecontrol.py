@@ -21,6 +21,7 @@ from nvc_pipe.errors import ConfigError
 from nvc_pipe.rate import DEFAULT_QUALITY, Clip, Target, quality_bpp
 
 from .presets import DEFAULT_PRESET, PRESETS, Preset, total_steps, with_lambda, with_steps
+from .steps import checkpoint_bytes_per_value
 
 PAPER_PRESETS = ("c3-high", "c3-mid", "c3-low", "c3-mid-nocond", "c3-mid-learned")
 FIXED = PAPER_PRESETS + ("c3-tiny",)  # keep their steps and patch layout unless sized to a target or --steps
@@ -172,6 +173,7 @@ def plan(cfg: Preset, clip: Clip) -> dict:
     return {"parameters": None, "latents": latents * segments, "patches": patches * segments,
             "steps": steps * segments, "estimated_s": round(seconds, 1) if clip.device == "cpu" else None,
             "stream_bpp": aimed_bpp(cfg), "rd_lambda": cfg.c3.rd_lambda,
+            "checkpoint_bytes_per_value": checkpoint_bytes_per_value(cfg.c3.warmup_candidates),
             "summary": f"C3 {patches} patch(es) of {m.patch_frames}x{m.patch_height}x{m.patch_width} per segment, "
                        f"{latents:,} latents, λ {cfg.c3.rd_lambda:.3g}, {steps} steps per patch"
                        + (" (one re-encode at a corrected λ if the first misses by > 7 %)"

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 PHASES = ("mask", "warmup", "noise", "final", "trained")
 
 
+def checkpoint_bytes_per_value(warmup_candidates: int) -> int:
+    """Disk a segment's step checkpoint may take per latent (diskcheck, before training): every patch model once
+    (fp32), plus for the patch in training Adam's two moments and stage 2's best copy, or in the warm-up the
+    other candidates and Adam; twice, as a checkpoint is written beside the one it replaces."""
+    return 2 * max(4 + 3 * 4, 4 + 4 * (max(warmup_candidates, 1) - 1) + 2 * 4)
+
+
 class Steps:
     """The step checkpoint of one segment's C3 training: the outer loops set where they are (`patch`, `windows`,
     `history`, `warmup`, `candidates`), the inner ones call `step` after every optimisation step."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
+FORMAT = 2  # of the files below; a checkpoint of another format (an older nvc-pipe) is not used: the stage starts over
 
 
 @dataclass
@@ -138,7 +139,7 @@ class StepCheckpoint:
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             arrays.update({f"r:cuda:{k}": s.numpy() for k, s in enumerate(torch.cuda.get_rng_state_all())})
         py_version, py_state, py_gauss = random.getstate()
-        full = {"stage": self.stage, "shape": self.shape, "step": step, **meta,
+        full = {"format": FORMAT, "stage": self.stage, "shape": self.shape, "step": step, **meta,
                 "numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
                 "python": [py_version, list(py_state), py_gauss]}
         self.store.save_step(self.segment, full, arrays)
@@ -154,7 +155,7 @@ class StepCheckpoint:
         if found is None:
             return None
         meta, arrays = found
-        if (meta.get("stage") != self.stage or meta.get("shape") != self.shape
+        if (meta.get("format") != FORMAT or meta.get("stage") != self.stage or meta.get("shape") != self.shape
                 or "step" not in arrays or int(arrays["step"]) != meta.get("step")):
             log.warning("segment %d: the step checkpoint is not for this %s stage; it starts over",
                         self.segment, self.stage)

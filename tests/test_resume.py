@@ -300,3 +300,27 @@ def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
     finally:
         signal.signal(signal.SIGTERM, term)
     assert code == 130 and capsys.readouterr().err == "nvc: interrupted\n"
+
+
+def test_a_step_checkpoint_is_used_only_by_its_stage_shape_and_format(tmp_path):
+    """save_state/load_state round trip; another stage, loop shape or file format (an older nvc-pipe's) is refused
+    (the stage starts over) rather than loaded into the wrong places."""
+    from nvc_pipe.checkpoint import Checkpoint
+    from nvc_pipe.checkpoint_step import StepCheckpoint
+
+    store = Checkpoint(str(tmp_path / "o.nvc"), {"k": 1}, resume=False, step_every=60)
+    saver = StepCheckpoint(store, 0, "overfit", {"boxes": [(0, 0, 4)]})
+    gen = torch.Generator().manual_seed(5)
+    saver.save_state(3, {"where": "here"}, {"net": {"w": torch.arange(4.0)}}, generators={"g": gen})
+    expected = torch.rand(3, generator=gen)
+    saved = StepCheckpoint(store, 0, "overfit", {"boxes": [[0, 0, 4]]}).load_state()  # tuples read back as lists
+    assert saved.meta["where"] == "here" and torch.equal(saved.tensors("net")["w"], torch.arange(4.0))
+    other = torch.Generator()
+    saved.load_generator("g", other)
+    assert torch.equal(torch.rand(3, generator=other), expected)
+    assert StepCheckpoint(store, 0, "prune", {"boxes": [[0, 0, 4]]}).load_state() is None
+    assert StepCheckpoint(store, 0, "overfit", {"boxes": [[0, 0, 5]]}).load_state() is None
+    meta, arrays = store.step_state(0)
+    del meta["format"]
+    store.save_step(0, meta, arrays)
+    assert saver.load_state() is None

@@ -1,4 +1,7 @@
-"""Shared fixtures: small real media made with PyAV (and the real ffmpeg), and a runner for the `nvc` CLI."""
+"""Shared fixtures: small real media made with PyAV (and the real ffmpeg), and a runner for the `nvc` CLI.
+
+Under pytest-xdist (`make test` runs `-n 2`) every worker, and every process a test starts, uses one torch/OpenMP
+thread: the workers already fill the cores, more threads only thrash (see `one_thread`)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,17 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # set before torch is imported here or in a child process
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def moving_pattern(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:

@@ -112,6 +112,19 @@ def run_nvc(*args: str, stdin: bytes | None = None, timeout: float = 300) -> Cli
     return CliResult(proc)
 
 
+def run_nvc_each(*commands: tuple[str, ...], timeout: float = 300) -> list[CliResult]:
+    """Run several `nvc` command lines, each in its own process forked from one interpreter that has imported nvc
+    (tests/forked_cli.py): exit code, stdout and stderr of each as `run_nvc` gives them, one interpreter start for
+    all. Meant for commands refused or failing early; what an import writes to stderr shows in every result."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "forked_cli.py")], capture_output=True, env=env,
+                          cwd=ROOT, timeout=timeout, input=json.dumps([list(c) for c in commands]).encode())
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return [CliResult(subprocess.CompletedProcess(c, r["returncode"], r["stdout"].encode("latin-1"),
+                                                  proc.stderr + r["stderr"].encode("latin-1")))
+            for c, r in zip(commands, json.loads(proc.stdout))]
+
+
 @pytest.fixture
 def nvc():
     return run_nvc

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import run_nvc
+from conftest import run_nvc, run_nvc_each
 from nvc_pipe import api
 from nvc_pipe.bitstream.fields import ByteWriter
 from nvc_pipe.bitstream.spec import AccessUnit, pack_stream_header
@@ -74,12 +74,13 @@ def test_random_access_to_one_segment_equals_the_full_decode(streams):
 
 def test_bad_intra_options_fail_cleanly(media, tmp_path):
     src = str(media["audio"])
-    for args, needle in [(["--intra", "nope"], "unknown intra codec"),
-                         (["--intra", "balle", "--intra-quality", "9"], "intra quality 9"),
-                         (["--intra-period", "2"], "need --intra"),
-                         (["--codec", "balle", "--preset", "fast"], "takes --intra-quality")]:
-        out = tmp_path / "x.mkv"
-        r = run_nvc("encode", src, "-o", str(out), "-y", *args)
+    out = tmp_path / "x.mkv"
+    cases = [(["--intra", "nope"], "unknown intra codec"),
+             (["--intra", "balle", "--intra-quality", "9"], "intra quality 9"),
+             (["--intra-period", "2"], "need --intra"),
+             (["--codec", "balle", "--preset", "fast"], "takes --intra-quality")]
+    results = run_nvc_each(*[("encode", src, "-o", str(out), "-y", *args) for args, _ in cases])
+    for (args, needle), r in zip(cases, results):  # each its own process, one interpreter start for all
         assert r.returncode != 0 and needle in r.stderr.decode(), (args, r.stderr)
         assert len(r.stderr.decode().strip().splitlines()) == 1 and not out.exists()
 

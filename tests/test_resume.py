@@ -65,11 +65,14 @@ def test_resume_refuses_other_settings(media, tmp_path):
 def test_sigterm_leaves_no_output(media, tmp_path):
     out = tmp_path / "t.mkv"
     proc = subprocess.Popen([sys.executable, "-m", "nvc_pipe", "encode", str(media["qcif"]), "-o", str(out),
-                             "--preset", "tiny", "--epochs", "100000", "--quiet", "--checkpoint-every", "0"],
-                            stderr=subprocess.PIPE)
-    time.sleep(6)
+                             "--preset", "tiny", "--epochs", "100000", "--json", "--checkpoint-every", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = proc.stderr.readline()  # the plan, printed just before training (--json: no progress bar)
+    assert first.startswith(b"nvc: plan:"), first
+    time.sleep(0.5)  # into the first stage
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
+    err = first + err
     # interrupted inside the first stage with step checkpoints off: nothing was saved, so no --resume hint
     assert proc.returncode == 130 and err.decode().strip().endswith("interrupted"), err
     assert not out.exists()

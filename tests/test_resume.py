@@ -101,7 +101,7 @@ def test_cuda_oom_halves_the_batch(media):
 
 def _encode(src, out, *extra, verbose=False):
     return [sys.executable, "-m", "nvc_pipe", *(["--verbose"] if verbose else []), "encode", str(src), "-o", str(out),
-            "--preset", "tiny", "--epochs", "40", "--device", "cpu", "--quiet", *extra]
+            "--preset", "tiny", "--epochs", "20", "--device", "cpu", "--quiet", *extra]
 
 
 def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread):
@@ -112,7 +112,7 @@ def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread):
              str(src)])
     assert r.returncode == 0, r.stderr
     ref = tmp_path / "ref.nvc"
-    api.encode_file(str(src), str(ref), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False)
+    api.encode_file(str(src), str(ref), preset="tiny", overrides={"epochs": 20}, device="cpu", progress=False)
     out = tmp_path / "out.nvc"
     step = tmp_path / "out.nvc.nvc-partial" / "seg00000.step.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")

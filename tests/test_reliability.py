@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_nvc
+from conftest import run_nvc, run_nvc_each
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = [ROOT / "nvc_pipe", ROOT / "plugins"]
@@ -268,14 +268,27 @@ def _corrupt_last_au(data: bytes) -> bytes:
     return data[: len(data) - len(rest)] + b"".join(aus[:-1]) + bytes(last)
 
 
-@pytest.mark.parametrize("ext", [".y4m", ".yuv", ".mkv"])
-def test_corrupt_last_access_unit_leaves_no_output(tiny_streams, tmp_path, ext):
-    bad = tmp_path / "bad.nvc"
+OUTPUT_KINDS = [".y4m", ".yuv", ".mkv"]
+
+
+@pytest.fixture(scope="module")
+def corrupt_decodes(tiny_streams, tmp_path_factory):
+    """`nvc decode` of the stream with its last AU corrupted into each output kind, each in an empty folder of its
+    own: one process per decode, one interpreter start for all (run_nvc_each)."""
+    d = tmp_path_factory.mktemp("corrupt")
+    bad = d / "bad.nvc"
     bad.write_bytes(_corrupt_last_au(tiny_streams["nvc"].read_bytes()))
-    outdir = tmp_path / "out"
-    outdir.mkdir()
-    out = outdir / f"decoded{ext}"
-    r = run_nvc("decode", str(bad), "-o", str(out), "--device", "cpu")
+    outs = {ext: d / ext.strip(".") / f"decoded{ext}" for ext in OUTPUT_KINDS}
+    for out in outs.values():
+        out.parent.mkdir()
+    results = run_nvc_each(*[("decode", str(bad), "-o", str(out), "--device", "cpu") for out in outs.values()])
+    return {ext: (r, outs[ext]) for ext, r in zip(OUTPUT_KINDS, results)}
+
+
+@pytest.mark.parametrize("ext", OUTPUT_KINDS)
+def test_corrupt_last_access_unit_leaves_no_output(corrupt_decodes, ext):
+    r, out = corrupt_decodes[ext]
+    outdir = out.parent
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert r.stderr.decode().count("\n") == 1 and "CRC" in r.stderr.decode(), r.stderr
     assert not out.exists()

@@ -42,7 +42,7 @@ test: install ffmpeg mkvtoolnix ## run the test suite (CPU, 2 pytest-xdist worke
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=20
 
 test-fast: install ffmpeg mkvtoolnix ## the suite without tests marked slow
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 lint: install ## ruff (pyflakes + pycodestyle rules, see pyproject.toml)
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check nvc_pipe plugins tests benchmarks

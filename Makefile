@@ -4,6 +4,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SAMPLE  := samples/bunny_256x144.mp4
+# pytest-xdist workers for `make test`: CI has 2 cores; a module runs on one worker (its fixtures built once)
+TEST_WORKERS ?= 2
 
 .PHONY: help install ffmpeg mkvtoolnix demo test test-fast lint fuzz bench-gpu train-intra rd-intra clean
 
@@ -36,11 +38,11 @@ demo: install ffmpeg ## encode + decode the sample clip with the default preset,
 	$(BIN)/nvc decode out/demo.mkv -o out/demo.mp4 -y --ref $(SAMPLE)
 	@$(BIN)/nvc info out/demo.mkv
 
-test: install ffmpeg mkvtoolnix ## run the test suite (CPU, a few minutes)
-	$(BIN)/python -m pytest -q --durations=20
+test: install ffmpeg mkvtoolnix ## run the test suite (CPU, 2 pytest-xdist workers, a few minutes)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=20
 
 test-fast: install ffmpeg mkvtoolnix ## the suite without tests marked slow
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 lint: install ## ruff (pyflakes + pycodestyle rules, see pyproject.toml)
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check nvc_pipe plugins tests benchmarks

@@ -1,4 +1,7 @@
-"""Shared fixtures: small real media made with PyAV (and the real ffmpeg), and a runner for the `nvc` CLI."""
+"""Shared fixtures: small real media made with PyAV (and the real ffmpeg), and a runner for the `nvc` CLI.
+
+Under pytest-xdist (`make test` runs `-n 2`) every worker, and every process a test starts, uses one torch/OpenMP
+thread: the workers already fill the cores, more threads only thrash (see `one_thread`)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,17 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # set before torch is imported here or in a child process
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def moving_pattern(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:
@@ -96,6 +110,19 @@ def run_nvc(*args: str, stdin: bytes | None = None, timeout: float = 300) -> Cli
     proc = subprocess.run([sys.executable, "-m", "nvc_pipe", *args], input=stdin, capture_output=True,
                           timeout=timeout, env=env, cwd=ROOT)
     return CliResult(proc)
+
+
+def run_nvc_each(*commands: tuple[str, ...], timeout: float = 300) -> list[CliResult]:
+    """Run several `nvc` command lines, each in its own process forked from one interpreter that has imported nvc
+    (tests/forked_cli.py): exit code, stdout and stderr of each as `run_nvc` gives them, one interpreter start for
+    all. Meant for commands refused or failing early; what an import writes to stderr shows in every result."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "forked_cli.py")], capture_output=True, env=env,
+                          cwd=ROOT, timeout=timeout, input=json.dumps([list(c) for c in commands]).encode())
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return [CliResult(subprocess.CompletedProcess(c, r["returncode"], r["stdout"].encode("latin-1"),
+                                                  proc.stderr + r["stderr"].encode("latin-1")))
+            for c, r in zip(commands, json.loads(proc.stdout))]
 
 
 @pytest.fixture

@@ -9,9 +9,26 @@ import av
 import numpy as np
 import pytest
 
+from conftest import run_nvc, run_nvc_each
 from nvc_pipe.api import read_stream
 
 TINY = ("--preset", "tiny", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def encoded(media, tmp_path_factory):
+    """`encoded(name)`: media[name] encoded once for the module by the real command (`nvc encode NAME -o X.mkv
+    --preset tiny --quiet --json`): (path, report). Tests only read these files."""
+    done = {}
+
+    def get(name: str):
+        if name not in done:
+            out = tmp_path_factory.mktemp(f"enc_{name}") / f"{name}.mkv"
+            enc = run_nvc("encode", str(media[name]), "-o", str(out), *TINY, "--json")
+            assert enc.returncode == 0, enc.stderr
+            done[name] = out, enc.json()
+        return done[name]
+    return get
 
 
 def _frames(path) -> list[np.ndarray]:
@@ -27,11 +44,8 @@ def _audio_packets(path) -> list[bytes]:
 
 
 @pytest.mark.parametrize("name,size", [("qcif", (176, 144)), ("odd", (97, 55)), ("ten_bit", (48, 32))])
-def test_encode_decode_reproduces_reported_quality(nvc, media, tmp_path, name, size):
-    out = tmp_path / "x.mkv"
-    enc = nvc("encode", str(media[name]), "-o", str(out), *TINY, "--json")
-    assert enc.returncode == 0, enc.stderr
-    report = enc.json()
+def test_encode_decode_reproduces_reported_quality(nvc, media, encoded, tmp_path, name, size):
+    out, report = encoded(name)
     assert (report["width"], report["height"]) == size
     seq, aus, container = read_stream(str(out))
     stream_bytes = len(aus[0]) + report["stream_bytes"] - sum(len(a) for a in aus)
@@ -48,10 +62,9 @@ def test_encode_decode_reproduces_reported_quality(nvc, media, tmp_path, name, s
         assert sum(1 for _ in c.decode(vs)) == seq.frame_count
 
 
-def test_audio_is_copied_byte_for_byte(nvc, media, tmp_path):
+def test_audio_is_copied_byte_for_byte(nvc, media, encoded, tmp_path):
     src = media["audio"]
-    out, mp4 = tmp_path / "a.mkv", tmp_path / "a.mp4"
-    assert nvc("encode", str(src), "-o", str(out), *TINY).returncode == 0
+    (out, _), mp4 = encoded("audio"), tmp_path / "a.mp4"
     assert _audio_packets(out) == _audio_packets(src) != []
     dec = nvc("decode", str(out), "-o", str(mp4), "--vcodec", "libx264")
     assert dec.returncode == 0, dec.stderr
@@ -59,9 +72,8 @@ def test_audio_is_copied_byte_for_byte(nvc, media, tmp_path):
     assert len(_frames(mp4)) == 8
 
 
-def test_ffprobe_and_ffmpeg_remux(nvc, media, tmp_path):
-    out, re_mkv = tmp_path / "a.mkv", tmp_path / "re.mkv"
-    assert nvc("encode", str(media["audio"]), "-o", str(out), *TINY).returncode == 0
+def test_ffprobe_and_ffmpeg_remux(nvc, encoded, tmp_path):
+    (out, _), re_mkv = encoded("audio"), tmp_path / "re.mkv"
     probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_entries", "stream_tags", str(out)],
                            capture_output=True, text=True)
     assert probe.returncode == 0 and probe.stderr == ""
@@ -86,15 +98,24 @@ def test_y4m_pipes_through_real_ffmpeg(nvc, media, tmp_path):
     assert len(_frames(back)) == 4
 
 
-def test_info_and_presets(nvc, media, tmp_path):
-    out = tmp_path / "i.mkv"
-    assert nvc("encode", str(media["qcif"]), "-o", str(out), *TINY).returncode == 0
-    info = nvc("info", str(out), "--json")
+def test_info_and_presets(encoded):
+    out, _ = encoded("qcif")
+    info, presets = run_nvc_each(("info", str(out), "--json"), ("presets",))
     assert info.returncode == 0, info.stderr
     r = info.json()
     assert r["codec"] == "hinerv" and r["frames"] == 3 and r["access_units"][0]["parameters"] > 0
-    presets = nvc("presets")
     assert presets.returncode == 0 and b"bunny-xxs" in presets.stdout and b"uvg-l" in presets.stdout
+
+
+def test_forked_runner_gives_what_a_real_start_gives(tmp_path):
+    """`run_nvc_each` (tests/forked_cli.py), which the failure tests below use, against a real `nvc` start: the same
+    exit code, stdout and stderr, byte for byte; and a command that succeeds prints its output."""
+    missing = ("decode", str(tmp_path / "missing.nvc"), "-o", str(tmp_path / "o.y4m"))
+    real = run_nvc(*missing)
+    forked, presets = run_nvc_each(missing, ("presets",))
+    assert (forked.returncode, forked.stdout, forked.stderr) == (real.returncode, real.stdout, real.stderr)
+    assert real.returncode == 2 and real.stderr.count(b"\n") == 1
+    assert presets.returncode == 0 and presets.stderr == b"" and b"bunny-xxs" in presets.stdout
 
 
 def _assert_clean_failure(res, code=None):
@@ -107,15 +128,11 @@ def _assert_clean_failure(res, code=None):
 
 
 @pytest.fixture(scope="module")
-def good_stream(tmp_path_factory, media):
-    from conftest import run_nvc
-
-    out = tmp_path_factory.mktemp("good") / "g.mkv"
-    assert run_nvc("encode", str(media["qcif"]), "-o", str(out), *TINY).returncode == 0
-    return out
+def good_stream(encoded):
+    return encoded("qcif")[0]
 
 
-def test_bad_inputs_fail_cleanly(nvc, media, tmp_path, good_stream):
+def test_bad_inputs_fail_cleanly(media, tmp_path, good_stream):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
     empty = tmp_path / "empty.yuv"
@@ -131,8 +148,8 @@ def test_bad_inputs_fail_cleanly(nvc, media, tmp_path, good_stream):
         ("decode", str(media["audio"]), "-o", str(tmp_path / "o7.y4m")),  # foreign file without our track
         ("decode", str(text), "-o", str(tmp_path / "o8.y4m")),
     ]
-    for args in cases:
-        _assert_clean_failure(nvc(*args))
+    for args, res in zip(cases, run_nvc_each(*cases)):  # each a process of its own, one interpreter start
+        _assert_clean_failure(res)
         assert not (tmp_path / args[3].split("/")[-1]).exists()
 
 
@@ -147,12 +164,12 @@ def test_corrupt_streams_fail_cleanly(nvc, tmp_path, good_stream):
     bad = bytearray(data)
     bad[pos + 5] ^= 0x10
     flipped.write_bytes(bytes(bad))
-    for src in (truncated, flipped):
-        out = tmp_path / (src.stem + ".y4m")
-        res = nvc("decode", str(src), "-o", str(out))
+    outs = [tmp_path / (src.stem + ".y4m") for src in (truncated, flipped)]
+    results = run_nvc_each(*[c for src, out in zip((truncated, flipped), outs)
+                             for c in (("decode", str(src), "-o", str(out)), ("info", str(src)))])
+    for res in results:
         _assert_clean_failure(res)
-        assert not out.exists()
-        _assert_clean_failure(nvc("info", str(src)))
+    assert not any(out.exists() for out in outs)
 
 
 def test_refuses_to_overwrite_without_y(nvc, media, tmp_path, good_stream):

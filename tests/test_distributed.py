@@ -19,6 +19,8 @@ from nvc_pipe.jobs import EXIT_ONCE_ENV
 ENCODE = dict(preset="tiny", segment_frames=1, progress=False, overrides={"steps": 8})
 ENCODE_ARGS = ["--preset", "tiny", "--segment-frames", "1", "--steps", "8"]
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster: under pytest-xdist the module stays on one worker
+
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):

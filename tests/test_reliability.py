@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_nvc
+from conftest import run_nvc, run_nvc_each
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = [ROOT / "nvc_pipe", ROOT / "plugins"]
@@ -195,11 +195,12 @@ ENCODE = ["--preset", "tiny", "--epochs", "2", "--seed", "3", "--segment-frames"
 
 @pytest.fixture(scope="module")
 def tiny_streams(tmp_path_factory) -> dict[str, Path]:
-    """The same 32x32x5 clip encoded twice to .nvc and twice to .mkv, each in a fresh process (3 segments)."""
+    """The same 32x32x5 clip encoded once to .nvc and twice to .mkv, each in a fresh process (3 segments): three
+    independent encodes of one elementary stream (a .nvc file is that stream, bare)."""
     d = tmp_path_factory.mktemp("determinism")
     src = _write_y4m(d / "in.y4m", 32, 32, 5)
     out = {"src": src}
-    for name in ("nvc", "nvc2", "mkv", "mkv2"):
+    for name in ("nvc", "mkv", "mkv2"):
         path = d / f"{name}.{name[:3]}"
         r = run_nvc("encode", str(src), "-o", str(path), *ENCODE)
         assert r.returncode == 0, r.stderr
@@ -207,23 +208,29 @@ def tiny_streams(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def _mkv_stream(path):
+    from nvc_pipe.media.mux import read_mkv
+
+    header, tags, packets = read_mkv(str(path))
+    return header, tags, [(p.payload, p.pts, p.duration) for p in packets]
+
+
+def _elementary(path) -> bytes:
+    header, _tags, packets = _mkv_stream(path)
+    return header + b"".join(p for p, _, _ in packets)
+
+
 def test_encode_twice_gives_identical_stream_bytes(tiny_streams):
-    a, b = tiny_streams["nvc"].read_bytes(), tiny_streams["nvc2"].read_bytes()
+    # the .nvc encode against the stream of another process's encode (the second MKV)
+    a, b = tiny_streams["nvc"].read_bytes(), _elementary(tiny_streams["mkv2"])
     assert len(a) > 100
     assert a == b, "two CPU encodes with the same seed differ"
 
 
 def test_encode_to_mkv_twice_gives_identical_streams(tiny_streams):
-    from nvc_pipe.media.mux import read_mkv
-
-    def stream(path):
-        header, tags, packets = read_mkv(str(path))
-        return header, tags, [(p.payload, p.pts, p.duration) for p in packets]
-
-    assert stream(tiny_streams["mkv"]) == stream(tiny_streams["mkv2"])
+    assert _mkv_stream(tiny_streams["mkv"]) == _mkv_stream(tiny_streams["mkv2"])
     # and the elementary stream in the MKV is the bare .nvc one
-    header, _tags, packets = stream(tiny_streams["mkv"])
-    assert header + b"".join(p for p, _, _ in packets) == tiny_streams["nvc"].read_bytes()
+    assert _elementary(tiny_streams["mkv"]) == tiny_streams["nvc"].read_bytes()
 
 
 def test_mkv_file_bytes_are_reproducible(tiny_streams):
@@ -261,14 +268,27 @@ def _corrupt_last_au(data: bytes) -> bytes:
     return data[: len(data) - len(rest)] + b"".join(aus[:-1]) + bytes(last)
 
 
-@pytest.mark.parametrize("ext", [".y4m", ".yuv", ".mkv"])
-def test_corrupt_last_access_unit_leaves_no_output(tiny_streams, tmp_path, ext):
-    bad = tmp_path / "bad.nvc"
+OUTPUT_KINDS = [".y4m", ".yuv", ".mkv"]
+
+
+@pytest.fixture(scope="module")
+def corrupt_decodes(tiny_streams, tmp_path_factory):
+    """`nvc decode` of the stream with its last AU corrupted into each output kind, each in an empty folder of its
+    own: one process per decode, one interpreter start for all (run_nvc_each)."""
+    d = tmp_path_factory.mktemp("corrupt")
+    bad = d / "bad.nvc"
     bad.write_bytes(_corrupt_last_au(tiny_streams["nvc"].read_bytes()))
-    outdir = tmp_path / "out"
-    outdir.mkdir()
-    out = outdir / f"decoded{ext}"
-    r = run_nvc("decode", str(bad), "-o", str(out), "--device", "cpu")
+    outs = {ext: d / ext.strip(".") / f"decoded{ext}" for ext in OUTPUT_KINDS}
+    for out in outs.values():
+        out.parent.mkdir()
+    results = run_nvc_each(*[("decode", str(bad), "-o", str(out), "--device", "cpu") for out in outs.values()])
+    return {ext: (r, outs[ext]) for ext, r in zip(OUTPUT_KINDS, results)}
+
+
+@pytest.mark.parametrize("ext", OUTPUT_KINDS)
+def test_corrupt_last_access_unit_leaves_no_output(corrupt_decodes, ext):
+    r, out = corrupt_decodes[ext]
+    outdir = out.parent
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert r.stderr.decode().count("\n") == 1 and "CRC" in r.stderr.decode(), r.stderr
     assert not out.exists()

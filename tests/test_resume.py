@@ -115,11 +115,14 @@ def test_resume_refuses_other_settings(media, tmp_path):
 def test_sigterm_leaves_no_output(media, tmp_path):
     out = tmp_path / "t.mkv"
     proc = subprocess.Popen([sys.executable, "-m", "nvc_pipe", "encode", str(media["qcif"]), "-o", str(out),
-                             "--preset", "tiny", "--epochs", "100000", "--quiet", "--checkpoint-every", "0"],
-                            stderr=subprocess.PIPE)
-    time.sleep(6)
+                             "--preset", "tiny", "--epochs", "100000", "--json", "--checkpoint-every", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = proc.stderr.readline()  # the plan, printed just before training (--json: no progress bar)
+    assert first.startswith(b"nvc: plan:"), first
+    time.sleep(0.5)  # into the first stage
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
+    err = first + err
     # interrupted inside the first stage with step checkpoints off: nothing was saved, so no --resume hint
     assert proc.returncode == 130 and err.decode().strip().endswith("interrupted"), err
     assert not out.exists()
@@ -148,7 +151,7 @@ def test_cuda_oom_halves_the_batch(media):
 
 def _encode(src, out, *extra):
     return [sys.executable, "-m", "nvc_pipe", "encode", str(src), "-o", str(out),
-            "--preset", "tiny", "--epochs", "40", "--device", "cpu", "--quiet", *extra]
+            "--preset", "tiny", "--epochs", "20", "--device", "cpu", "--quiet", *extra]
 
 
 def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread, caplog):
@@ -160,7 +163,7 @@ def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread, c
              str(src)])
     assert r.returncode == 0, r.stderr
     ref = tmp_path / "ref.nvc"
-    api.encode_file(str(src), str(ref), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False)
+    api.encode_file(str(src), str(ref), preset="tiny", overrides={"epochs": 20}, device="cpu", progress=False)
     out = tmp_path / "out.nvc"
     step = tmp_path / "out.nvc.nvc-partial" / "seg00000.step.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
@@ -175,7 +178,7 @@ def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread, c
     meta = json.loads(step.read_text())  # saved on the signal, inside a training stage
     assert meta["stage"] in ("overfit", "prune", "qat") and meta["step"] > 0
     with caplog.at_level("INFO", logger="nvc_pipe.checkpoint_step"):
-        api.encode_file(str(src), str(out), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False,
+        api.encode_file(str(src), str(out), preset="tiny", overrides={"epochs": 20}, device="cpu", progress=False,
                         resume=True)
     assert f"{meta['stage']} resumed at step {meta['step']}" in caplog.text
     assert out.read_bytes() == ref.read_bytes()

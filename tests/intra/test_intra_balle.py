@@ -7,6 +7,7 @@ import pytest
 import skimage.data
 import torch
 
+from conftest import run_nvc_each
 from nvc_pipe.errors import BitstreamError
 from nvc_pipe.intra.image import MAGIC_IMAGE, decode_bytes, encode_rgb, parse_image, write_png
 from nvc_pipe.metrics import frame_psnr
@@ -85,14 +86,15 @@ def test_cli_round_trip_and_bad_inputs(nvc, tmp_path, crop):
               "--json")
     assert enc.returncode == 0, enc.stderr
     assert enc.json()["file_bytes"] == (tmp_path / "a.nvc").stat().st_size
-    dec = nvc("image", "decode", str(tmp_path / "a.nvc"), "-o", str(tmp_path / "a.png"), "--ref", str(src), "--json")
+    good = (tmp_path / "a.nvc").read_bytes()
+    (tmp_path / "truncated.nvc").write_bytes(good[: len(good) // 2])
+    dec, r = run_nvc_each(  # two `nvc` processes, one interpreter start
+        ("image", "decode", str(tmp_path / "a.nvc"), "-o", str(tmp_path / "a.png"), "--ref", str(src), "--json"),
+        ("image", "decode", str(tmp_path / "truncated.nvc"), "-o", str(tmp_path / "t.png")))
     assert dec.returncode == 0, dec.stderr
     assert dec.json()["psnr_rgb"] > 20
     assert (tmp_path / "a.png").stat().st_size > 0
 
-    good = (tmp_path / "a.nvc").read_bytes()
-    (tmp_path / "truncated.nvc").write_bytes(good[: len(good) // 2])
-    r = nvc("image", "decode", str(tmp_path / "truncated.nvc"), "-o", str(tmp_path / "t.png"))
     assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1 and b"Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "t.png").exists()
 

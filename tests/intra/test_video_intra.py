@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import run_nvc
+from conftest import run_nvc, run_nvc_each
 from nvc_pipe import api
 from nvc_pipe.bitstream.fields import ByteWriter
 from nvc_pipe.bitstream.spec import AccessUnit, pack_stream_header
@@ -19,14 +19,13 @@ def streams(media, tmp_path_factory):
     d = tmp_path_factory.mktemp("intra")
     src = media["audio"]  # 64x48, 8 frames, with audio
     out = {"src": src, "hybrid": d / "hybrid.mkv", "all": d / "all.mkv"}
-    r = run_nvc("encode", str(src), "-o", str(out["hybrid"]), "--preset", "tiny", "--epochs", "2",
-                "--segment-frames", "4", "--intra", "balle", "--intra-period", "2", "--intra-quality", "2",
-                "--json", "-y")
-    assert r.returncode == 0, r.stderr
-    out["hybrid_report"] = r.json()
-    r = run_nvc("encode", str(src), "-o", str(out["all"]), "--codec", "balle", "--intra-quality", "1", "--json", "-y")
-    assert r.returncode == 0, r.stderr
-    out["all_report"] = r.json()
+    hybrid, all_intra = run_nvc_each(  # two `nvc encode` processes, one interpreter start
+        ("encode", str(src), "-o", str(out["hybrid"]), "--preset", "tiny", "--epochs", "2", "--segment-frames", "4",
+         "--intra", "balle", "--intra-period", "2", "--intra-quality", "2", "--json", "-y"),
+        ("encode", str(src), "-o", str(out["all"]), "--codec", "balle", "--intra-quality", "1", "--json", "-y"))
+    for kind, r in (("hybrid", hybrid), ("all", all_intra)):
+        assert r.returncode == 0, r.stderr
+        out[f"{kind}_report"] = r.json()
     return out
 
 
@@ -41,10 +40,12 @@ def test_intra_streams_decode_to_what_the_encoder_reported(streams, tmp_path, ki
     report = streams[f"{kind}_report"]
     assert report["config"]["intra"]["codec"] == "balle"
     out = tmp_path / "out.mp4"
-    r = run_nvc("decode", str(streams[kind]), "-o", str(out), "--ref", str(streams["src"]), "--json", "-y")
+    r, info = run_nvc_each(("decode", str(streams[kind]), "-o", str(out), "--ref", str(streams["src"]), "--json", "-y"),
+                           ("info", str(streams[kind]), "--json"))
     assert r.returncode == 0, r.stderr
     assert abs(r.json()["psnr_rgb"] - report["psnr_rgb"]) < 0.01
-    info = run_nvc("info", str(streams[kind]), "--json").json()
+    assert info.returncode == 0, info.stderr
+    info = info.json()
     units = info["access_units"]
     if kind == "hybrid":
         assert [u["intra_frames"] for u in units] == [[0, 2], [0, 2]]
@@ -74,12 +75,13 @@ def test_random_access_to_one_segment_equals_the_full_decode(streams):
 
 def test_bad_intra_options_fail_cleanly(media, tmp_path):
     src = str(media["audio"])
-    for args, needle in [(["--intra", "nope"], "unknown intra codec"),
-                         (["--intra", "balle", "--intra-quality", "9"], "intra quality 9"),
-                         (["--intra-period", "2"], "need --intra"),
-                         (["--codec", "balle", "--preset", "fast"], "takes --intra-quality")]:
-        out = tmp_path / "x.mkv"
-        r = run_nvc("encode", src, "-o", str(out), "-y", *args)
+    out = tmp_path / "x.mkv"
+    cases = [(["--intra", "nope"], "unknown intra codec"),
+             (["--intra", "balle", "--intra-quality", "9"], "intra quality 9"),
+             (["--intra-period", "2"], "need --intra"),
+             (["--codec", "balle", "--preset", "fast"], "takes --intra-quality")]
+    results = run_nvc_each(*[("encode", src, "-o", str(out), "-y", *args) for args, _ in cases])
+    for (args, needle), r in zip(cases, results):  # each its own process, one interpreter start for all
         assert r.returncode != 0 and needle in r.stderr.decode(), (args, r.stderr)
         assert len(r.stderr.decode().strip().splitlines()) == 1 and not out.exists()
 

@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from conftest import run_nvc_each
 from nvc_c3.image import codec, image_preset
 from nvc_c3.presets import total_steps
 from nvc_pipe.errors import BitstreamError
@@ -65,10 +66,6 @@ def test_lambda_moves_the_rate_and_steps_are_counted():
 
 
 def test_bad_options_and_corrupt_payloads_fail_cleanly(coded, tmp_path):
-    bad = subprocess.run(NVC + ["image", "encode", str(coded / "in.png"), "-o", str(tmp_path / "b.nvc"), "--codec",
-                                "balle", "--lambda", "1e-3"], capture_output=True, text=True, env=ENV, timeout=300)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--lambda" in bad.stderr
-    assert not (tmp_path / "b.nvc").exists()
     payload = codec.encode(_picture(8, 8), 1, steps=4)
     with pytest.raises(BitstreamError):
         codec.decode(payload[:-3], "cpu")
@@ -82,9 +79,13 @@ def test_bad_options_and_corrupt_payloads_fail_cleanly(coded, tmp_path):
     data = pack_image(ImageHeader("c3", 1, 8, 8), bytes(flipped))
     path = tmp_path / "c.nvc"
     path.write_bytes(data)
-    out = subprocess.run(NVC + ["image", "decode", str(path), "-o", str(tmp_path / "c.png")], capture_output=True,
-                         text=True, env=ENV, timeout=300)
-    assert out.returncode == 3 and len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "c.png").exists()
+    bad, out = run_nvc_each(  # two `nvc` processes, one interpreter start
+        ("image", "encode", str(coded / "in.png"), "-o", str(tmp_path / "b.nvc"), "--codec", "balle", "--lambda",
+         "1e-3"), ("image", "decode", str(path), "-o", str(tmp_path / "c.png")))
+    bad_err, out_err = bad.stderr.decode(), out.stderr.decode()
+    assert bad.returncode == 2 and len(bad_err.strip().splitlines()) == 1 and "--lambda" in bad_err
+    assert not (tmp_path / "b.nvc").exists()
+    assert out.returncode == 3 and len(out_err.strip().splitlines()) == 1 and not (tmp_path / "c.png").exists()
 
 
 def test_config_is_compact_and_strict():

@@ -16,7 +16,8 @@ from pathlib import Path
 from nvc_pipe.cliargs import add_executor_options
 from nvc_pipe.errors import ConfigError, NvcError
 
-from .datasets import DATASETS, parse_fps, parse_size
+from .datasets import parse_fps, parse_size
+from .sequences import DATASETS
 
 HELP = "evaluate codecs on UVG / MCL-JCV / Bunny / a directory: RD points, BD-rates, plots"
 

@@ -16,12 +16,8 @@ moment it is measured (atomic rename), the hash covering what the result depends
 geometry, crop, frames, codec, setting, point, overrides, backend, metric options). A rerun, an interrupted run or
 an extended sweep (more CRFs, another codec) computes only the points whose file is missing.
 
-Metrics use the same frames for every codec: the source planes (cropped, frame-limited) against the decoded
-frames. RGB PSNR on FFmpeg's (swscale, PyAV) yuv→RGB conversion of both, per frame then averaged over frames (as
-HiNeRV and C3 report); YUV PSNR (6·Y+U+V)/8 per frame, averaged; MS-SSIM on RGB in [0, 1]. A plugin codec
-returns RGB: its YUV PSNR is measured after converting that RGB back to the source's YUV format (same swscale).
-Times: encode = wall time of the encoder (ffmpeg process or ``encode_file``); decode = time spent inside the
-decoder producing frames (metrics excluded).
+Each point is measured by :mod:`.measure` (the same frames and metrics for every codec; decode time = time spent
+inside the decoder). Encode time = wall time of the encoder (ffmpeg process or ``encode_file``).
 """
 
 from __future__ import annotations
@@ -36,9 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
-
-import numpy as np
+from typing import Callable, Iterable
 
 from nvc_pipe.errors import ConfigError, OutputError
 from nvc_pipe.executors import check_available as check_executor
@@ -46,7 +40,8 @@ from nvc_pipe.executors import make_executor
 from nvc_pipe.media.atomic import write_atomic
 
 from . import baselines
-from .datasets import Planes, Source, open_dataset, write_y4m
+from .datasets import Source, open_dataset, write_y4m
+from .measure import measure
 
 HARNESS_VERSION = 1   # bump when a change invalidates cached points
 
@@ -195,104 +190,6 @@ class EvalResult:
     cached: int
     report: dict
     paths: dict[str, str]
-
-
-# ---- metrics -------------------------------------------------------------------------------------------------
-
-def _metrics():
-    return importlib.import_module("nvc_pipe.metrics")
-
-
-def _stack_i420(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    h, w = y.shape
-    return np.concatenate([y.ravel(), u.ravel(), v.ravel()]).reshape(h * 3 // 2, w)
-
-
-def yuv_to_rgb(planes: Planes, pix_fmt: str) -> np.ndarray:
-    """FFmpeg's (swscale) default conversion, untagged input: what ``ffmpeg -i x.yuv x.png`` does."""
-    import av
-
-    frame = av.VideoFrame.from_ndarray(_stack_i420(*planes), format=pix_fmt)
-    return frame.to_ndarray(format="rgb24" if pix_fmt == "yuv420p" else "rgb48le")
-
-
-def rgb_to_yuv(rgb: np.ndarray, pix_fmt: str) -> Planes:
-    import av
-
-    from .datasets import split_i420
-
-    fmt = "rgb24" if rgb.dtype == np.uint8 else "rgb48le"
-    arr = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format=fmt).reformat(format=pix_fmt).to_ndarray()
-    h, w = rgb.shape[:2]
-    return split_i420(arr, w, h)
-
-
-class _Timed:
-    """Wraps an iterator and adds up the time spent producing its items."""
-
-    def __init__(self, it: Iterator):
-        self.it = iter(it)
-        self.seconds = 0.0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        t0 = time.perf_counter()
-        try:
-            return next(self.it)
-        finally:
-            self.seconds += time.perf_counter() - t0
-
-
-def measure(src: Source, decoded: Iterator, kind: str, with_ms_ssim: bool = True) -> dict:
-    """Compare the source frames with decoded frames.
-
-    Args:
-        decoded: iterator of ``(Y, U, V)`` planes (``kind="yuv"``) or RGB ``(H, W, 3)`` arrays (``kind="rgb"``).
-    Returns:
-        dict with psnr_rgb, psnr_y/u/v, psnr_yuv611, ms_ssim (None when disabled), frames, decode_s.
-    """
-    m = _metrics()
-    rgb_max = 255.0 if src.bit_depth <= 8 else 65535.0
-    timed = _Timed(decoded)
-    names = tuple(n for n in m.METRICS if with_ms_ssim or n != "ms_ssim")  # every registered metric
-    per_frame: dict[str, list] = {n: [] for n in names}
-    n = 0
-    ref_iter = src.iter_planes()
-    for ref in ref_iter:
-        try:
-            dec = next(timed)
-        except StopIteration:
-            raise OutputError(f"{src.name}: decoder returned {n} frames, expected {src.frames}") from None
-        ref_rgb = yuv_to_rgb(ref, src.pix_fmt)
-        if kind == "yuv":
-            dec_planes = dec
-            dec_rgb = yuv_to_rgb(dec_planes, src.pix_fmt)
-        else:
-            dec_rgb = np.asarray(dec)
-            if dec_rgb.dtype != ref_rgb.dtype:  # e.g. uint16 output for an 8-bit source: rescale to its scale
-                dec_rgb = np.round(dec_rgb.astype(np.float64) * rgb_max / np.iinfo(dec_rgb.dtype).max
-                                   ).astype(ref_rgb.dtype)
-            dec_planes = rgb_to_yuv(dec_rgb, src.pix_fmt)
-        if dec_rgb.shape != ref_rgb.shape:
-            raise OutputError(f"{src.name}: decoded frame {n} is {dec_rgb.shape[1]}x{dec_rgb.shape[0]}, "
-                              f"expected {ref_rgb.shape[1]}x{ref_rgb.shape[0]}")
-        pair = m.FramePair(ref_rgb, dec_rgb, list(ref), list(dec_planes), rgb_max, src.max_value)
-        for name, value in m.frame_metrics(pair, names).items():
-            per_frame[name].append(value)
-        n += 1
-    extra = 0
-    for _ in timed:   # the decoder must not return more frames than were coded
-        extra += 1
-    if extra:
-        raise OutputError(f"{src.name}: decoder returned {n + extra} frames, expected {n}")
-    out = {k: m.mean_of(v) for k, v in per_frame.items()}
-    if not with_ms_ssim:
-        out["ms_ssim"] = None
-    out["frames_measured"] = n
-    out["decode_s"] = timed.seconds
-    return out
 
 
 # ---- one point -----------------------------------------------------------------------------------------------
@@ -554,8 +451,9 @@ def _compute(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig, out: Pat
         res = _run_anchor_point(src, curve, pt, cfg, stream)
     else:
         res = _run_plugin_point(src, curve, pt, cfg, stream, get_input)
-    m = _metrics()
-    bpp = m.bpp(res["stream_bytes"], src.frames, src.out_width, src.out_height)
+    from nvc_pipe.metrics import bpp as stream_bpp
+
+    bpp = stream_bpp(res["stream_bytes"], src.frames, src.out_width, src.out_height)
     return {
         **src.describe(), "codec": curve.codec, "curve": curve.label, "setting": pt.setting, "param": pt.param,
         "value": pt.value, "bpp": bpp, **res,

@@ -45,8 +45,9 @@ oom; the failing inputs are written to the findings directory (``--findings``, d
 """
 
 from ..bitstream.spec import MAGIC
-from .harness import fuzz, main, run_case
+from .harness import fuzz, main
 from .mutate import generate
 from .streams import au_fields, load_seeds, make_seeds, seqh_fields
+from .worker import run_case
 
 __all__ = ["MAGIC", "au_fields", "fuzz", "generate", "load_seeds", "main", "make_seeds", "run_case", "seqh_fields"]

@@ -30,7 +30,8 @@ Tags: FFmpeg upper-cases tag names on remux; the original spelling of every user
 so :func:`read_mkv` returns the dict that was written.
 
 Files of earlier versions carried the stream in a DVB subtitle track (``S_DVBSUB``) written by FFmpeg; they are
-still read (through PyAV, which does know that codec), see :func:`_read_legacy`.
+still read (through PyAV, which does know that codec) by :mod:`nvc_pipe.media.mux_legacy`. The tag names and
+the timing tags' parsing, shared by the writer and both readers, are :mod:`nvc_pipe.media.mux_tags`.
 """
 
 from __future__ import annotations
@@ -38,59 +39,35 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import struct
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any, BinaryIO, Iterable, Iterator
 
 import av
 
 from .. import __version__
-from ..errors import BitstreamError, ConfigError, OutputError, one_line
+from ..errors import BitstreamError, OutputError, one_line
 from . import ebml as E
 from .atomic import atomic_output
 from .clip import VideoInfo, to_fraction
 from .matroska import MatroskaWriter, TrackSpec
 from .matroska_read import MatroskaError, MatroskaFile, Track, open_matroska
 from .mkvtracks import track_for
-from .streamcopy import PacketPump, open_input, packet_time
+from .mux_legacy import legacy_offset, read_legacy
+from .mux_tags import (MUX_VERSION, TAG_CODEC, TAG_FPS, TAG_KEYS, TAG_PTS0, TAG_TIME_BASE, TAG_VERSION, Packet,
+                       check_tags, mux_params, original_tags, snap_to_grid, tag_value)
+from .streamcopy import PacketPump, open_input
 
 log = logging.getLogger(__name__)
 
 CODEC_ID = "V_MS/VFW/FOURCC"
 FOURCC = b"NVC1"
-LEGACY_CARRIER = "dvb_subtitle"
-TAG_CODEC = "NVC_CODEC"
-MUX_VERSION = "2"
-_TAG_VERSION = "NVC_MUX_VERSION"
-_TAG_TIME_BASE = "NVC_MUX_TIME_BASE"
-_TAG_FPS = "NVC_MUX_FPS"
-_TAG_PTS0 = "NVC_MUX_PTS0"
-_TAG_KEYS = "NVC_MUX_KEYS"
-_RESERVED_PREFIX = "NVC_MUX_"
-_SNAP_TOLERANCE = Fraction(1, 1000)  # seconds
 _BIH = struct.Struct("<IiiHHIIiiII")  # BITMAPINFOHEADER, 40 bytes
 
 # VideoInfo.colorspace -> ISO/IEC 23091-4 MatrixCoefficients (the values FFmpeg's AVColorSpace uses)
 _MATRIX = {"bt709": 1, "fcc": 4, "bt601": 6, "smpte240m": 7, "bt2020": 9}
-
-
-@dataclass(frozen=True)
-class Packet:
-    """One access unit of the NVC stream.
-
-    Attributes:
-        payload: the access unit's bytes (non-empty).
-        pts: presentation time of its first frame, in ``VideoInfo.time_base``.
-        duration: duration it covers, in ``VideoInfo.time_base``.
-    """
-
-    payload: bytes
-    pts: int
-    duration: int
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # tags
@@ -104,64 +81,6 @@ def is_nvc_stream(stream: Any) -> bool:
         return stream.type == "video" and stream.codec_context is None
     except (AttributeError, av.FFmpegError):  # pragma: no cover
         return False
-
-
-def _tag(meta: dict[str, str], key: str) -> str | None:
-    for k, v in meta.items():
-        if str(k).upper() == key.upper():
-            return v
-    return None
-
-
-_RATIONAL = re.compile(r"-?\d{1,18}(/\d{1,18})?")
-
-
-def _rational(text: str) -> Fraction:
-    """A tag value "N" or "N/D" with at most 18 digits each (never `Fraction("1e99999999")`, which hangs)."""
-    if not _RATIONAL.fullmatch(text.strip()):
-        raise ValueError(f"not a small rational: {text[:40]!r}")
-    return Fraction(text.strip())
-
-
-def _mux_params(meta: dict[str, str], path: str) -> tuple[Fraction, Fraction | None, int]:
-    try:
-        tb = _rational(_tag(meta, _TAG_TIME_BASE) or "1/1000")
-        fps_text = _tag(meta, _TAG_FPS)
-        fps = _rational(fps_text) if fps_text else None
-        pts0 = int(_rational(_tag(meta, _TAG_PTS0) or "0"))
-    except (ValueError, ZeroDivisionError) as exc:
-        raise BitstreamError(f"bad NVC track tags in {path}: {one_line(exc)}") from exc
-    if tb <= 0 or (fps is not None and fps <= 0):
-        raise BitstreamError(f"bad NVC track tags in {path}: time base {tb}, fps {fps}")
-    return tb, fps, pts0
-
-
-def _check_tags(tags: dict[str, str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    seen: set[str] = set()
-    for key, value in (tags or {}).items():
-        if not isinstance(key, str) or not key or any(c in key for c in "=\n\r\0") or not key.isprintable():
-            raise ConfigError(f"bad tag name {key!r}")
-        if not isinstance(value, str) or "\0" in value:
-            raise ConfigError(f"tag {key} must be a string without NUL bytes")
-        if key.upper().startswith(_RESERVED_PREFIX):
-            raise ConfigError(f"tag names starting with {_RESERVED_PREFIX} are reserved ({key})")
-        if key.upper() in seen:
-            raise ConfigError(f"tag {key} given twice (Matroska tag names ignore case)")
-        seen.add(key.upper())
-        out[key] = value
-    return out
-
-
-def _user_tags(meta: dict[str, str]) -> dict[str, str]:
-    keys_text = _tag(meta, _TAG_KEYS)
-    try:
-        keys = json.loads(keys_text) if keys_text else None
-    except (ValueError, RecursionError):
-        keys = None
-    if isinstance(keys, list):
-        return {str(k): (_tag(meta, str(k)) or "") for k in keys}
-    return {k: v for k, v in meta.items() if not k.upper().startswith(_RESERVED_PREFIX) and k.upper() != "DURATION"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -219,13 +138,13 @@ def write_mkv(
         ValueError: no packets, or packets that are not access units (empty payload, pts going backwards).
     """
     header = bytes(header or b"")
-    user_tags = _check_tags(tags)
+    user_tags = check_tags(tags)
     stream_tags = dict(user_tags)
-    codec = _tag(stream_tags, TAG_CODEC)
+    codec = tag_value(stream_tags, TAG_CODEC)
     if codec is None:
         codec = "nvc"
         stream_tags[TAG_CODEC] = codec
-    if _tag(stream_tags, "title") is None:
+    if tag_value(stream_tags, "title") is None:
         stream_tags["title"] = f"NVC video ({codec})"
     keys = list(stream_tags)
     source_iter = iter(packets)
@@ -235,11 +154,11 @@ def write_mkv(
     first_packet = _as_packet(first, 0)
     stream_tags.update(
         {
-            _TAG_VERSION: MUX_VERSION,
-            _TAG_TIME_BASE: f"{info.time_base.numerator}/{info.time_base.denominator}",
-            _TAG_FPS: f"{info.fps.numerator}/{info.fps.denominator}",
-            _TAG_PTS0: str(first_packet.pts),
-            _TAG_KEYS: json.dumps(keys, ensure_ascii=False, separators=(",", ":")),
+            TAG_VERSION: MUX_VERSION,
+            TAG_TIME_BASE: f"{info.time_base.numerator}/{info.time_base.denominator}",
+            TAG_FPS: f"{info.fps.numerator}/{info.fps.denominator}",
+            TAG_PTS0: str(first_packet.pts),
+            TAG_KEYS: json.dumps(keys, ensure_ascii=False, separators=(",", ":")),
         }
     )
     source = None
@@ -310,7 +229,7 @@ def video_track(info: VideoInfo, header: bytes, stream_tags: dict[str, str]) -> 
     if info.rotation:
         # Matroska's roll is counter-clockwise like FFmpeg's display matrix angle.
         video.append(E.master(0x7670, E.uint(0x7671, 0), E.double(0x7675, float(info.rotation))))
-    title = _tag(stream_tags, "title") or "NVC video"
+    title = tag_value(stream_tags, "title") or "NVC video"
     frame_ns = round(Fraction(1_000_000_000) / info.fps)
     entry = [E.string(0x536E, title), E.string(0x22B59C, "und"), E.uint(0x88, 1), E.string(0x258688, "NVC"),
              E.uint(0x23E383, frame_ns), E.master(0xE0, *video)]
@@ -391,13 +310,6 @@ def _copy(writer: MatroskaWriter, packet: Any, track: int, shift: Fraction) -> N
 # ---------------------------------------------------------------------------------------------------------------
 # read
 # ---------------------------------------------------------------------------------------------------------------
-def _snap(value: Fraction, step: Fraction | None, tb: Fraction) -> int:
-    """Nearest int to ``value`` (in time-base units), or the nearest frame-grid point when within 1 ms of it."""
-    if step:
-        grid = round(round(value / step) * step)
-        if abs(grid - value) * tb <= _SNAP_TOLERANCE:
-            return int(grid)
-    return int(round(value))
 
 
 def nvc_track(mkv: MatroskaFile) -> Track | None:
@@ -444,7 +356,7 @@ def _open_new(path: str) -> tuple[BinaryIO, MatroskaFile, Track] | None:
 
 def _track_meta(track: Track) -> dict[str, str]:
     meta = dict(track.tags)
-    if track.name and _tag(meta, "title") is None:
+    if track.name and tag_value(meta, "title") is None:
         meta["title"] = track.name
     return meta
 
@@ -466,13 +378,13 @@ def read_mkv(path: str) -> tuple[bytes, dict[str, str], Iterator[Packet]]:
     path = os.fspath(path)
     opened = _open_new(path)
     if opened is None:
-        return _read_legacy(path)
+        return read_legacy(path)
     f, mkv, track = opened
     try:
         meta = _track_meta(track)
-        tb, fps, pts0 = _mux_params(meta, path)
+        tb, fps, pts0 = mux_params(meta, path)
         header = _vfw_extra(track.codec_private)
-        tags = _user_tags(meta)
+        tags = original_tags(meta)
     except BaseException:
         f.close()
         raise
@@ -489,7 +401,7 @@ def _read_blocks(f: BinaryIO, mkv: MatroskaFile, track: Track, path: str, tb: Fr
     pending: tuple[Fraction, Fraction | None, bytes] | None = None
 
     def packet(t: Fraction, duration: Fraction, data: bytes) -> Packet:
-        return Packet(data, pts0 + _snap((t - first_t) / tb, step, tb), _snap(duration / tb, step, tb))
+        return Packet(data, pts0 + snap_to_grid((t - first_t) / tb, step, tb), snap_to_grid(duration / tb, step, tb))
 
     try:
         for block in mkv.blocks(track.number):
@@ -537,14 +449,10 @@ def carrier_offset(path: str) -> Fraction | None:
     path = os.fspath(path)
     opened = _open_new(path)
     if opened is None:
-        container = _open_legacy(path)
-        try:
-            return _legacy_offset(container, path)
-        finally:
-            container.close()
+        return legacy_offset(path)
     f, mkv, track = opened
     try:
-        tb, _, pts0 = _mux_params(_track_meta(track), path)
+        tb, _, pts0 = mux_params(_track_meta(track), path)
         for block in mkv.blocks(track.number):
             return block.time * Fraction(mkv.timestamp_scale, 1_000_000_000) - pts0 * tb
         return Fraction(0)
@@ -561,95 +469,3 @@ def source_offset(path: str) -> Fraction:
     except BitstreamError:
         open_input(path, "audio source").close()  # a missing/unreadable file is an InputError
         return Fraction(0)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# files of earlier versions: the DVB-subtitle carrier, read through PyAV
-# ---------------------------------------------------------------------------------------------------------------
-def _open_legacy(path: str) -> Any:
-    return open_input(path, "input", lambda reason: BitstreamError(
-        f"cannot read {path}: not a readable Matroska file ({reason})"))
-
-
-def _find_legacy(container: Any, path: str) -> Any:
-    for stream in container.streams:
-        if any(str(k).upper() == TAG_CODEC for k in stream.metadata):
-            return stream
-    raise BitstreamError(f"no NVC stream in {path}")
-
-
-def _legacy_offset(container: Any, path: str) -> Fraction | None:
-    try:
-        stream = _find_legacy(container, path)
-    except BitstreamError:
-        return None
-    tb, _, pts0 = _mux_params(dict(stream.metadata), path)
-    try:
-        for packet in container.demux(stream):
-            t = packet_time(packet) if packet.size else None
-            if t is not None:
-                return t - pts0 * tb
-    except (av.FFmpegError, OSError) as exc:
-        raise BitstreamError(f"corrupt or truncated MKV {path}: {one_line(exc)}") from exc
-    return Fraction(0)
-
-
-def _parse_duration(text: str | None) -> Fraction | None:
-    """Seconds of a Matroska ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``), ``None`` if absent or unreadable."""
-    if not text:
-        return None
-    m = re.fullmatch(r"(\d{1,9}):(\d{1,2}):(\d{1,2}(?:\.\d{1,12})?)", str(text).strip())
-    if not m:
-        return None
-    return int(m[1]) * 3600 + int(m[2]) * 60 + Fraction(m[3])
-
-
-def _read_legacy(path: str) -> tuple[bytes, dict[str, str], Iterator[Packet]]:
-    """:func:`read_mkv` for a file whose NVC stream rides in a tagged (DVB subtitle) track."""
-    container = _open_legacy(path)
-    try:
-        stream = _find_legacy(container, path)
-        meta = {str(k): str(v) for k, v in stream.metadata.items()}
-        tb, fps, pts0 = _mux_params(meta, path)
-        header = bytes(stream.codec_context.extradata or b"") if stream.codec_context is not None else b""
-        tags = _user_tags(meta)
-    except BaseException:
-        container.close()
-        raise
-    return header, tags, _legacy_packets(container, stream, path, tb, fps, pts0)
-
-
-def _legacy_packets(
-    container: Any, stream: Any, path: str, tb: Fraction, fps: Fraction | None, pts0: int
-) -> Iterator[Packet]:
-    step = (1 / (fps * tb)) if fps else None
-    first_t: Fraction | None = None
-    last_end: Fraction | None = None
-    expected_end = _parse_duration(_tag({str(k): str(v) for k, v in stream.metadata.items()}, "DURATION"))
-    try:
-        for packet in container.demux(stream):
-            if not packet.size:
-                continue
-            if getattr(packet, "is_corrupt", False):
-                raise BitstreamError(f"corrupt block in {path} (truncated file?)")
-            ptb = to_fraction(packet.time_base)
-            if packet.pts is None or ptb is None:
-                raise BitstreamError(f"NVC block without a timestamp in {path}")
-            t = packet.pts * ptb
-            if first_t is None:
-                first_t = t
-            pts = pts0 + _snap((t - first_t) / tb, step, tb)
-            duration = _snap((packet.duration or 0) * ptb / tb, step, tb)
-            last_end = t + (packet.duration or 0) * ptb
-            yield Packet(bytes(packet), pts, duration)
-        # A Matroska file cut short still has its header, where the muxer wrote the track's DURATION tag at close;
-        # the demuxer silently drops a partial cluster, so compare.
-        if expected_end is not None and (last_end or Fraction(0)) < expected_end - _SNAP_TOLERANCE:
-            ends = "has no NVC block" if last_end is None else f"ends at {float(last_end):.3f} s"
-            raise BitstreamError(
-                f"truncated MKV {path}: the NVC track {ends}, its header says {float(expected_end):.3f} s"
-            )
-    except (av.FFmpegError, OSError, EOFError) as exc:
-        raise BitstreamError(f"corrupt or truncated MKV {path}: {one_line(exc)}") from exc
-    finally:
-        container.close()

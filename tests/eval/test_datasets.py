@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from nvc_pipe.errors import ConfigError, InputError
-from nvc_pipe.eval.datasets import (DATASETS, bunny_path, open_dataset, synthetic_planes, write_raw_sequence,
+from nvc_pipe.eval.datasets import (bunny_path, open_dataset, synthetic_planes, write_raw_sequence,
                                     write_synthetic_dataset, write_y4m)
+from nvc_pipe.eval.sequences import DATASETS
 
 TINY = (32, 16)   # test-only geometry for files named like the 1920x1080 originals (read back with size=TINY)
 

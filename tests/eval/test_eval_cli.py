@@ -12,7 +12,8 @@ import pytest
 
 from nvc_pipe.eval import baselines, cli
 from nvc_pipe.eval.datasets import open_dataset, write_synthetic_dataset
-from nvc_pipe.eval.runner import run_eval, yuv_to_rgb
+from nvc_pipe.eval.measure import yuv_to_rgb
+from nvc_pipe.eval.runner import run_eval
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -45,7 +45,7 @@ def rd_loss(model: PatchModel, target: torch.Tensor, rd_lambda: float, quantize,
     mse = F.mse_loss(recon, target)
     bits = recon.new_zeros(())
     for k, s in enumerate(symbols):
-        mu, raw = model.arm(k).forward_grid(s)
+        mu, raw = model.arm(k).forward_grid(s, symbols[k + 1] if k + 1 < len(symbols) else None)
         bits = bits + laplace_bits(s, mu, scale_from_raw(raw), max_bits).sum()
     loss = mse + rd_lambda * bits / target[..., 0].numel()
     return loss, mse.detach(), bits.detach()

@@ -249,10 +249,8 @@ class Arm(nn.Module):
         kernel = weight.new_zeros(weight.shape[0], 25)
         kernel[:, taps] = weight
         y = F.conv2d(coarser[:, None], kernel.view(-1, 1, 5, 5), padding=2)  # (Tc, w1, Hc, Wc)
-        t, h, w = shape
-        dev = coarser.device
-        y = y[torch.arange(t, device=dev) // 2][:, :, torch.arange(h, device=dev) // 2][..., torch.arange(w, device=dev) // 2]
-        return y.transpose(0, 1)
+        ti, yi, xi = (torch.arange(n, device=coarser.device) // 2 for n in shape)
+        return y[ti][:, :, yi][..., xi].transpose(0, 1)
 
 
 def coarse_inputs(coarser: torch.Tensor | None, shape: tuple[int, int, int],

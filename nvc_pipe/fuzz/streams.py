@@ -123,7 +123,7 @@ def make_seeds(directory: str) -> list[str]:
                  "b24": (24, 16, 3, True, 2, "hinerv", "tiny", None),
                  "r32": (32, 32, 3, False, None, "hinerv", "rd-tiny", None),  # HiNeRV v2: rd weight records
                  "c32": (32, 32, 4, False, None, "c3", "c3-tiny", None),
-                 "d16": (16, 16, 2, False, None, "c3", "c3-tiny-cool", None),  # C3 v3: shared residual ARM
+                 "d16": (16, 16, 2, False, None, "c3", "c3-tiny-cool", None),  # C3 v4: shared ARM, coarse context
                  "i16": (16, 16, 2, False, None, "balle", None, None),
                  "e32": (32, 32, 3, False, None, "hinerv", "tiny", "evc")}
         for name, (w, h, n, ten, seg, codec, preset, intra) in clips.items():

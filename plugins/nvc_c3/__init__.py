@@ -4,8 +4,9 @@ from a single image or video", CVPR 2024, arXiv 2312.02753), with a real bitstre
 Entry points: ``nvc_pipe.codecs: c3 = "nvc_c3:codec"`` and ``nvc_pipe.image_codecs: c3 = "nvc_c3.image:codec"``.
 Modules: `quantizer` (soft-rounding, Kumaraswamy noise, Laplace rate), `arm` (contexts, float and integer ARM,
 decode order), `model` (config, patches, latents, upsampling, synthesis), `train` (warm-up, noisy stage, final
-stage), `netquant` (weight steps, coder parameters), `payload` (bytes, latent coding), `presets`, `codec` (the
-video plugin object), `image` (the same codec for single pictures). docs/c3.md: against Cool-Chic 5.
+stage), `soap` (the optional SOAP optimiser), `netquant` (weight steps, coder parameters), `payload` (bytes, latent
+coding), `presets`, `codec` (the video plugin object), `image` (the same codec for single pictures). docs/c3.md:
+against Cool-Chic 5.
 """
 
 from .codec import C3Codec, codec

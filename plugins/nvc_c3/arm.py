@@ -158,25 +158,27 @@ class Arm(nn.Module):
     """
 
     def __init__(self, offsets: Offsets, widths: tuple[int, ...], residual: bool = False, linear: bool = False,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", coarse: tuple[tuple[int, int], ...] = ()):
         super().__init__()
         check_causal(offsets)
         self.offsets = tuple(offsets)
+        self.coarse = tuple(coarse)  # (dy, dx) around the co-located symbol of the next coarser grid
+        n_in = len(offsets) + len(self.coarse)
         self.residual = residual
         self.act = gelu_poly if activation == "gelu" else F.relu
         self._taps: dict = {}  # (offset columns, device) → (column index, kernel tap index) tensors
-        dims = (len(offsets), *widths, 2)
+        dims = (n_in, *widths, 2)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.linear = nn.Linear(len(offsets), 2) if linear else None
+        self.linear = nn.Linear(n_in, 2) if linear else None
         with torch.no_grad():  # C3's "linear-like" init of the masked layer: σ = 1/√(#unmasked)
-            self.layers[0].weight.normal_(0.0, len(offsets) ** -0.5)
+            self.layers[0].weight.normal_(0.0, n_in ** -0.5)
             self.layers[0].bias.zero_()
             for layer in self.layers[1:-1]:
                 if residual and layer.in_features == layer.out_features:
                     layer.weight.zero_()
                     layer.bias.zero_()
             if self.linear is not None:
-                self.linear.weight.normal_(0.0, 0.25 * len(offsets) ** -0.5)
+                self.linear.weight.normal_(0.0, 0.25 * n_in ** -0.5)
                 self.linear.bias.zero_()
 
     def _tail(self, h: torch.Tensor, lin: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,15 +191,18 @@ class Arm(nn.Module):
         return h[..., 0], h[..., 1]
 
     def forward_contexts(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C) contexts → μ (N,), raw (N,)."""
+        """(N, C) contexts (the coarse inputs last, `coarse_inputs`) → μ (N,), raw (N,)."""
         return self._tail(self.layers[0](ctx), self.linear(ctx) if self.linear is not None else None)
 
-    def forward_grid(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_grid(self, symbols: torch.Tensor, coarser: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, H, W) symbols → μ, raw of every position; the first layer (and the linear branch, stacked on it)
         as masked convolutions.
 
         One convolution over the offsets' bounding box, or one per latent-frame offset when that box would be
-        mostly empty (a learned window far from the current-frame window).
+        mostly empty (a learned window far from the current-frame window). `coarser`: the next coarser grid's
+        symbols (None: the coarse inputs read zeros), through a 5×5 convolution per coarser latent frame whose
+        output is repeated ×2 on every axis (the co-located position is (t//2, y//2, x//2)).
         """
         t, h, w = symbols.shape
         pad = context_pad(self.offsets)
@@ -211,6 +216,8 @@ class Arm(nn.Module):
         out = bias.view(-1, 1, 1, 1)
         for cols in filter(None, groups):
             out = out + self._masked_conv(x, weight, cols, t, h, w, pad)
+        if self.coarse and coarser is not None:
+            out = out + self._coarse_conv(coarser, weight[:, len(self.offsets):], (t, h, w))
         out = out.permute(1, 2, 3, 0)
         if self.linear is None:
             return self._tail(out, None)
@@ -234,6 +241,31 @@ class Arm(nn.Module):
             return y[:, :, y0 + pad : y0 + pad + h, x0 + pad : x0 + pad + w]
         y = F.conv3d(x, kernel)[0]  # output (t', y', x') reads padded input from (t', y', x') on
         return y[:, 1 + t0 : 1 + t0 + t, y0 + pad : y0 + pad + h, x0 + pad : x0 + pad + w]
+
+
+    def _coarse_conv(self, coarser: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """Σ over the coarse offsets of weight · coarser symbol at (t//2, y//2 + dy, x//2 + dx): (w1, T, H, W)."""
+        taps = [(dy + 2) * 5 + dx + 2 for dy, dx in self.coarse]
+        kernel = weight.new_zeros(weight.shape[0], 25)
+        kernel[:, taps] = weight
+        y = F.conv2d(coarser[:, None], kernel.view(-1, 1, 5, 5), padding=2)  # (Tc, w1, Hc, Wc)
+        ti, yi, xi = (torch.arange(n, device=coarser.device) // 2 for n in shape)
+        return y[ti][:, :, yi][..., xi].transpose(0, 1)
+
+
+def coarse_inputs(coarser: torch.Tensor | None, shape: tuple[int, int, int],
+                  coarse: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """(T·H·W, P) coarse ARM inputs of a grid of `shape` (raster order): the next coarser grid's symbols at
+    (t//2, y//2 + dy, x//2 + dx), zero outside it (all zero when `coarser` is None)."""
+    t, h, w = shape
+    if coarser is None:
+        return torch.zeros(t * h * w, len(coarse), dtype=torch.int64)
+    vol = F.pad(coarser, (2, 2, 2, 2))
+    tt, yy, xx = torch.meshgrid(torch.arange(t) // 2, torch.arange(h) // 2, torch.arange(w) // 2, indexing="ij")
+    tt, yy, xx = tt.reshape(-1, 1), yy.reshape(-1, 1) + 2, xx.reshape(-1, 1) + 2
+    dy = torch.tensor([o[0] for o in coarse], dtype=torch.int64)
+    dx = torch.tensor([o[1] for o in coarse], dtype=torch.int64)
+    return vol[tt, yy + dy, xx + dx]
 
 
 def _box(offsets) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

@@ -171,7 +171,7 @@ def _entropy(work: Work) -> Work:
 
 class C3Codec:
     name = "c3"
-    payload_version = 3
+    payload_version = 4  # 4: config key coarse_context (ARM reads the next coarser grid; grids coarse → fine)
     presets = PRESETS
     default_preset = DEFAULT_PRESET
 

@@ -10,7 +10,8 @@ One C3 model per spatio-temporal patch (C3, Kim et al. CVPR 2024; §1 of the ref
                     frame or 3×3×3, replicate padding, zero-initialised) [+ linear(K → 3) of the upsampled
                     latents, `synthesis_linear`: Cool-Chic's stabiliser] → clip to [0, 1]
     ARM per grid (or one shared) over the symbols: see arm.py. A grid with one latent frame gets no
-    previous-frame context; `context_size` keeps the N nearest offsets per latent frame.
+    previous-frame context; `context_size` keeps the N nearest offsets per latent frame; `coarse_context` adds
+    the N nearest symbols of the next coarser grid around the co-located one (grids then coded coarse → fine).
 
 `C3Config` is exactly what a decoder needs (sequence-header JSON; `from_dict` is strict). Patches tile a segment
 on a grid of ⌈T/pt⌉ × ⌈H/ph⌉ × ⌈W/pw⌉ and each axis is split into near-equal parts (sizes differ by at most one),
@@ -30,6 +31,7 @@ from torch import nn
 from .arm import LEARNED_GRIDS, Arm, Offsets, arm_macs, full_context, learned_context
 
 CONTEXTS = ("full", "learned")
+COARSE_MAX = 25  # coarse-context offsets come from the 5×5 window around the co-located coarser symbol
 UPSAMPLINGS = ("trilinear", "learned")
 
 
@@ -50,6 +52,8 @@ class C3Config:
     activation: str = "gelu"  # of the ARM (gelu_poly) and the synthesis (GELU), or "relu" (Cool-Chic's)
     upsampling: str = "trilinear"  # or "learned": ×2 steps, separable symmetric 8-tap filters per level (bicubic init)
     synthesis_linear: bool = False  # a linear latents → RGB branch added to the synthesis output (Cool-Chic)
+    coarse_context: int = 0  # > 0: the ARM of grid k also reads the N nearest symbols of grid k + 1 around the
+    #                          co-located position (decoded before: grids then go coarse → fine)
     patch_frames: int = 30
     patch_height: int = 180
     patch_width: int = 240
@@ -69,6 +73,8 @@ class C3Config:
             raise ValueError(f"upsampling must be one of {UPSAMPLINGS}")
         if not 0 <= self.context_size <= 64:
             raise ValueError("context_size must be in 0..64")
+        if not 0 <= self.coarse_context <= COARSE_MAX:
+            raise ValueError(f"coarse_context must be in 0..{COARSE_MAX}")
         if self.context == "learned" and not self.arm_per_grid:
             raise ValueError("the learned context needs per-grid ARMs (grids differ in context)")
         if any(not 0 <= v <= 65536 for v in (self.patch_frames, self.patch_height, self.patch_width)):
@@ -162,6 +168,23 @@ def nearest_current(offsets: Offsets, n: int) -> Offsets:
         frame = sorted((o for o in offsets if o[0] == dt), key=lambda o: (o[1] ** 2 + o[2] ** 2, o[1], o[2]))
         keep.update(frame[:n])
     return tuple(o for o in offsets if o in keep)
+
+
+def coarse_offsets(cfg: C3Config, k: int) -> tuple[tuple[int, int], ...]:
+    """(dy, dx) offsets that grid k's ARM reads in grid k + 1 around the co-located symbol (t//2, y//2, x//2):
+    the `coarse_context` nearest in its 5×5 window (ties in raster order), raster order. None for the coarsest
+    grid with per-grid ARMs; a shared ARM keeps the inputs there (they read zeros) unless there is one grid."""
+    n = cfg.coarse_context
+    if not n or cfg.num_grids == 1 or (cfg.arm_per_grid and k == cfg.num_grids - 1):
+        return ()
+    window = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    keep = set(sorted(window, key=lambda o: (o[0] ** 2 + o[1] ** 2, o[0], o[1]))[:n])
+    return tuple(o for o in window if o in keep)
+
+
+def grid_order(cfg: C3Config) -> list[int]:
+    """Order in which a patch's grids are coded: 0..K−1, or coarsest first when grids read coarser ones."""
+    return list(range(cfg.num_grids))[::-1] if cfg.coarse_context else list(range(cfg.num_grids))
 
 
 def num_windows(cfg: C3Config) -> int:
@@ -268,7 +291,8 @@ class PatchModel(nn.Module):
         self.upsampling = LearnedUpsampling(cfg.num_grids) if cfg.upsampling == "learned" else None
         contexts = contexts or grid_contexts(cfg, self.windows, self.shape)
         n_arms = cfg.num_grids if cfg.arm_per_grid else 1
-        self.arms = nn.ModuleList(Arm(contexts[k], cfg.arm_widths, cfg.arm_residual, cfg.arm_linear, cfg.activation)
+        self.arms = nn.ModuleList(Arm(contexts[k], cfg.arm_widths, cfg.arm_residual, cfg.arm_linear, cfg.activation,
+                                      coarse_offsets(cfg, k))
                                   for k in range(n_arms))
         self.latent_gains = [2.0**k / cfg.q_step for k in range(cfg.num_grids)]  # encoder only (`set_latent_gain`)
 
@@ -319,7 +343,8 @@ def macs_per_pixel(cfg: C3Config, boxes: list[tuple[int, ...]]) -> float:
     for *_, pt, ph, pw in boxes:
         n = pt * ph * pw
         contexts = grid_contexts(cfg, [(0, 0)] * num_windows(cfg), (pt, ph, pw))
-        arm = sum(math.prod(s) * arm_macs(len(contexts[k]), cfg.arm_widths, cfg.arm_linear)
+        arm = sum(math.prod(s) * arm_macs(len(contexts[k]) + len(coarse_offsets(cfg, k)), cfg.arm_widths,
+                                          cfg.arm_linear)
                   for k, s in enumerate(grid_shapes((pt, ph, pw), cfg.num_grids)))
         dims = (cfg.num_grids, *cfg.synthesis_widths, 3)
         mlp = sum(a * b for a, b in zip(dims[:-1], dims[1:])) + 3 * cfg.num_grids * cfg.synthesis_linear

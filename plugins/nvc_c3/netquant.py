@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from nvc_pipe.bitstream.tensors import QuantizedTensor, TensorRecord
 from nvc_pipe.errors import BitstreamError
 
-from .arm import (SYMBOL_MAX, IntArm, IntLayer, all_contexts, coder_params, decode_permutation, int_arm_forward,
-                  wavefront_slope)
-from .model import PatchModel
+from .arm import (SYMBOL_MAX, IntArm, IntLayer, all_contexts, coarse_inputs, coder_params, decode_permutation,
+                  int_arm_forward, wavefront_slope)
+from .model import PatchModel, grid_order
 from .presets import Preset
 from .quantizer import laplace_bits
 
@@ -137,9 +137,14 @@ def quantized_symbols(model: PatchModel) -> list[torch.Tensor]:
                 for k in range(len(model.latents))]
 
 
-def grid_coder_params(model: PatchModel, layers: IntArm, k: int, symbols: torch.Tensor):
-    """(means, scales) of every position of grid k, raster order, from the integer ARM."""
-    ctx = all_contexts(symbols, model.arm(k).offsets).numpy()
+def grid_coder_params(model: PatchModel, layers: IntArm, k: int, symbols: torch.Tensor,
+                      coarser: torch.Tensor | None = None):
+    """(means, scales) of every position of grid k, raster order, from the integer ARM (`coarser`: grid k + 1)."""
+    a = model.arm(k)
+    ctx = all_contexts(symbols, a.offsets)
+    if a.coarse:
+        ctx = torch.cat([ctx, coarse_inputs(coarser, tuple(symbols.shape), a.coarse)], dim=1)
+    ctx = ctx.numpy()
     mus, raws = zip(*(int_arm_forward(layers, ctx[i : i + CHUNK]) for i in range(0, ctx.shape[0], CHUNK)))
     return coder_params(np.concatenate(mus), np.concatenate(raws))
 
@@ -147,8 +152,10 @@ def grid_coder_params(model: PatchModel, layers: IntArm, k: int, symbols: torch.
 def latent_code(model: PatchModel, records: dict[str, TensorRecord], symbols: list[torch.Tensor]):
     """(symbols, means, scales) in decode order and the exact information content in bits."""
     out_s, out_m, out_b = [], [], []
-    for k, s in enumerate(symbols):
-        means, scales = grid_coder_params(model, int_arm(records, model.cfg, k), k, s)
+    for k in grid_order(model.cfg):
+        s = symbols[k]
+        coarser = symbols[k + 1] if k + 1 < len(symbols) else None
+        means, scales = grid_coder_params(model, int_arm(records, model.cfg, k), k, s, coarser)
         perm = decode_permutation(tuple(s.shape), wavefront_slope(model.arm(k).offsets))
         out_s.append(s.reshape(-1).numpy()[perm])
         out_m.append(means[perm])

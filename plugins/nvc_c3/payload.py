@@ -6,7 +6,8 @@
     weights = one quantized-Laplace block (alphabet −32767..32767, mean 0, the tensor's scale): every patch's
               tensors in parameter order, each in C order; a value is q · 2^−exponent
     latents = one quantized-Laplace block (alphabet −255..255): every patch in order, each patch's grids
-              0..K−1, each grid in wavefront decode order (arm.py), parameters from the integer ARM
+              in `model.grid_order` (0..K−1, or K−1..0 with a coarse context), each grid in wavefront decode
+              order (arm.py), parameters from the integer ARM
 
 The decoder rebuilds each patch's integer ARM from its records, decodes its latents step by step (one batch per
 wavefront step, so parameters only depend on decoded symbols), and compares their CRC-32 with the one the encoder
@@ -29,7 +30,7 @@ from nvc_pipe.bitstream.tensors import QuantizedTensor, TensorRecord
 from nvc_pipe.errors import BitstreamError
 
 from . import arm
-from .model import C3Config, PatchModel, grid_contexts, grid_shapes, num_windows
+from .model import C3Config, PatchModel, coarse_offsets, grid_contexts, grid_order, grid_shapes, num_windows
 from .netquant import (MAX_EXP, WEIGHT_MAX, WEIGHT_SCALE_MAX, PatchCode, int_arm,
                        network_bits, record_exponent, symbols_crc, weight_scale)
 
@@ -131,19 +132,25 @@ def read_payload(payload: bytes, cfg: C3Config, boxes: list[tuple[int, ...]]) ->
 
 
 def decode_grid(layers: arm.IntArm, offsets: arm.Offsets, shape: tuple[int, int, int],
-                stream: entropy.LaplaceDecoder) -> torch.Tensor:
-    """Decode one grid's symbols (T, H, W) int64: frames in order, one integer-ARM batch per wavefront step."""
+                stream: entropy.LaplaceDecoder, coarse: np.ndarray | None = None) -> torch.Tensor:
+    """Decode one grid's symbols (T, H, W) int64: frames in order, one integer-ARM batch per wavefront step.
+    `coarse`: the (T·H·W, P) coarse inputs (`arm.coarse_inputs`, raster order), appended to each context."""
     t, h, w = shape
     pad = arm.context_pad(offsets)
     hp, wp = h + 2 * pad, w + 2 * pad
     vol = np.zeros((t + 1) * hp * wp, dtype=np.int64)  # zero frame first, zero border: the ARM's padding
     offs = arm.flat_offsets(offsets, hp, wp).numpy()
     # flat index of each step's positions in the first latent frame; frame ti adds ti·hp·wp
-    steps = [(ys + pad + hp) * wp + xs + pad for ys, xs in arm.wavefront_steps(h, w, arm.wavefront_slope(offsets))]
+    wave = arm.wavefront_steps(h, w, arm.wavefront_slope(offsets))
+    steps = [(ys + pad + hp) * wp + xs + pad for ys, xs in wave]
+    rasters = [ys * w + xs for ys, xs in wave]
     for ti in range(t):
-        for first in steps:
+        for first, raster in zip(steps, rasters):
             centres = first + ti * hp * wp
-            mu, raw = arm.int_arm_forward(layers, vol[centres[:, None] + offs])
+            ctx = vol[centres[:, None] + offs]
+            if coarse is not None:
+                ctx = np.concatenate([ctx, coarse[raster + ti * h * w]], axis=1)
+            mu, raw = arm.int_arm_forward(layers, ctx)
             vol[centres] = stream.decode(*arm.coder_params(mu, raw))
     return torch.from_numpy(vol.reshape(t + 1, hp, wp)[1:, pad : pad + h, pad : pad + w].copy())
 
@@ -152,12 +159,16 @@ def decode_patch_latents(cfg: C3Config, net: PatchNetwork, shape: tuple[int, int
                          stream: entropy.LaplaceDecoder, index: int) -> list[torch.Tensor]:
     """All grids of one patch; BitstreamError on a coder failure or a CRC mismatch (entropy-model desync)."""
     contexts = grid_contexts(cfg, net.windows, shape)
-    grids, ordered = [], []
+    shapes = grid_shapes(shape, cfg.num_grids)
+    grids: list = [None] * cfg.num_grids
+    ordered = []
     try:
-        for k, gshape in enumerate(grid_shapes(shape, cfg.num_grids)):
-            layers = int_arm(net.records, cfg, k)
-            g = decode_grid(layers, contexts[k], gshape, stream)
-            grids.append(g)
+        for k in grid_order(cfg):
+            gshape, offsets = shapes[k], coarse_offsets(cfg, k)
+            coarse = arm.coarse_inputs(grids[k + 1] if k + 1 < cfg.num_grids else None, gshape, offsets).numpy() \
+                if offsets else None
+            g = decode_grid(int_arm(net.records, cfg, k), contexts[k], gshape, stream, coarse)
+            grids[k] = g
             perm = arm.decode_permutation(gshape, arm.wavefront_slope(contexts[k]))
             ordered.append(g.reshape(-1).numpy()[perm])
     except BitstreamError as exc:

@@ -16,6 +16,8 @@ optimisation step (warm-up candidates included):
   ×0.8 after `stage2_patience` steps without a new best loss, at most `stage2_steps`; `final = "hard"`
   (Cool-Chic): latents rounded and frozen, the networks train `stage2_steps` at a cosine LR from `stage2_lr`.
   Either way the best parameters seen (the end of stage 1 included, measured with hard rounding) are kept.
+* optimiser (`optimizer`): Adam on everything, or "soap": SOAP (soap.py) on the network weights, Adam on the
+  latents, as Cool-Chic 5.
 
 `learn_windows` is C3's learned inter-frame receptive field: a throw-away model whose per-grid ARMs see the whole
 (2r + 1)² previous-frame window trains for `mask_steps`; per grid (< 3) the 4×4 window with the largest summed
@@ -40,6 +42,7 @@ from .arm import LEARNED_GRIDS, LEARNED_WINDOW, learned_context, scale_from_raw,
 from .model import C3Config, PatchModel
 from .presets import Preset
 from .quantizer import laplace_bits, noisy_soft_round, soft_round, ste_round
+from .soap import Soap
 from .steps import Steps
 
 
@@ -51,7 +54,7 @@ def rd_loss(model: PatchModel, target: torch.Tensor, rd_lambda: float, quantize,
     mse = F.mse_loss(recon, target)
     bits = recon.new_zeros(())
     for k, s in enumerate(symbols):
-        mu, raw = model.arm(k).forward_grid(s)
+        mu, raw = model.arm(k).forward_grid(s, symbols[k + 1] if k + 1 < len(symbols) else None)
         bits = bits + laplace_bits(s, mu, scale_from_raw(raw), max_bits).sum()
     loss = mse + rd_lambda * bits / target[..., 0].numel()
     return loss, mse.detach(), bits.detach()
@@ -80,8 +83,14 @@ def _split_params(model: PatchModel) -> tuple[list[torch.nn.Parameter], list[tor
     return latents, [p for p in model.parameters() if id(p) not in ids]
 
 
-def _optimizer(model: PatchModel, lr: float) -> torch.optim.Adam:
+def _optimizer(model: PatchModel, lr: float, c3) -> torch.optim.Optimizer:
+    """Adam on everything, or (`c3.optimizer = "soap"`, Cool-Chic 5) SOAP on the network weights and Adam on the
+    latents."""
     latents, nets = _split_params(model)
+    if c3.optimizer == "soap":
+        return Soap([{"params": latents, "betas": (0.9, 0.999), "precondition": False},
+                     {"params": nets, "weight_decay": c3.soap_weight_decay}],
+                    lr=lr, betas=c3.soap_betas, every=c3.soap_every)
     return torch.optim.Adam([{"params": latents}, {"params": nets}], lr=lr)
 
 
@@ -97,7 +106,7 @@ def _run(model: PatchModel, target: torch.Tensor, preset: Preset, steps: int, ge
     """Stage-1-like training: `steps` Adam steps on the noisy proxy (cosine LR unless `constant_temp` is set);
     loss entries are appended to `history`. `phase` names the loop in step checkpoints."""
     cfg, c3 = preset.train, preset.c3
-    opt = _optimizer(model, cfg.lr)
+    opt = _optimizer(model, cfg.lr, c3)
     history = [] if history is None else history
     at = ck.enter(phase, model, opt, gen) if ck is not None else None
     first = at.meta["step"] if at is not None else 0
@@ -132,7 +141,7 @@ def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, 
     if hard:
         for p in model.latents.parameters():
             p.requires_grad_(False)
-    opt = _optimizer(model, c3.stage2_lr)
+    opt = _optimizer(model, c3.stage2_lr, c3)
     best, best_state, since, lr = math.inf, None, 0, c3.stage2_lr
     at = ck.enter("final", model, opt, None) if ck is not None else None
     first = 0

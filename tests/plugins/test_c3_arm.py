@@ -253,3 +253,37 @@ def test_one_frame_grids_have_no_previous_frame_inputs():
     assert all(o[0] == 0 for a in image.arms for o in a.offsets) and len(image.arms[0].offsets) == 40
     video = PatchModel(cfg, (2, 8, 8))  # grid 0 has 2 latent frames, grids 1-2 have one
     assert [len(a.offsets) for a in video.arms] == [121, 40, 40]
+
+
+def test_coarse_context_reads_the_colocated_coarser_symbols_and_integer_tracks_float():
+    from nvc_c3.model import C3Config, coarse_offsets, grid_order
+
+    cfg = C3Config(num_grids=3, arm_per_grid=False, coarse_context=9)
+    coarse = coarse_offsets(cfg, 0)
+    assert coarse == tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) and grid_order(cfg) == [2, 1, 0]
+    assert coarse_offsets(C3Config(num_grids=3, coarse_context=5), 2) == ()  # per-grid ARM: none at the top
+    assert coarse_offsets(C3Config(num_grids=3, arm_per_grid=False, coarse_context=1), 0) == ((0, 0),)
+    torch.manual_seed(0)
+    a = arm.Arm(arm.full_context(), (6, 6), True, True, "relu", coarse)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    s = _symbols()  # (3, 6, 7); its coarser grid is (2, 3, 4)
+    c = torch.randint(-4, 5, (2, 3, 4), generator=torch.Generator().manual_seed(5))
+    ctx = torch.cat([arm.all_contexts(s, a.offsets), arm.coarse_inputs(c, SHAPE, coarse)], dim=1)
+    want = torch.zeros(3, 3, dtype=torch.int64)  # (t 2, y 5, x 6) → co-located (1, 2, 3); zeros outside
+    want[:2, :2] = c[1, 1:3, 2:4]
+    assert torch.equal(ctx[6 * 7 * 2 + 7 * 5 + 6, -9:], want.reshape(-1))
+    with torch.no_grad():
+        mu_c, raw_c = a.forward_grid(s.float(), c.float())
+        mu_f, raw_f = a.forward_contexts(ctx.float())
+        mu_0, _ = a.forward_grid(s.float())
+    assert torch.allclose(mu_c.reshape(-1), mu_f, atol=1e-4) and torch.allclose(raw_c.reshape(-1), raw_f, atol=1e-4)
+    assert (mu_0 - mu_c).abs().max() > 0.1  # the coarse inputs really count
+    recs = {n: pow2_record(n, p, 12 if p.ndim > 1 else 14) for n, p in a.named_parameters()}
+    from nvc_c3.netquant import _int_layer
+
+    net = arm.IntArm(int_layers(recs, ""), True, _int_layer(recs, "linear"), "relu")
+    mu_i, raw_i = arm.int_arm_forward(net, ctx.numpy())
+    assert np.abs(mu_i / 256 - mu_f.double().numpy()).max() < 0.05
+    assert np.abs(raw_i / 256 - raw_f.double().numpy()).max() < 0.05

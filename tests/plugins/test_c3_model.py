@@ -132,6 +132,21 @@ def test_macs_per_pixel_match_c3():
     assert macs_per_pixel(cfg, patch_boxes(cfg, 16, 144, 256)) < 1000
 
 
+def test_image_decoder_stays_within_its_mac_budget_and_counts_the_coarse_inputs():
+    """The default image operating point keeps ≤ 1.1k MAC/px (issue #14); the coarse context costs N·(w1 + 2) MACs
+    per latent of every grid (shared ARM with a linear branch)."""
+    from dataclasses import replace
+
+    from nvc_c3.presets import IMAGE_PRESET
+
+    cfg = IMAGE_PRESET.model
+    boxes = patch_boxes(cfg, 1, 144, 256)
+    assert cfg.coarse_context == 9 and macs_per_pixel(cfg, boxes) <= 1100
+    latents = sum(a * b * c for a, b, c in grid_shapes((1, 144, 256), cfg.num_grids))
+    extra = macs_per_pixel(cfg, boxes) - macs_per_pixel(replace(cfg, coarse_context=0), boxes)
+    assert extra == pytest.approx(9 * (cfg.arm_widths[0] + 2) * latents / (144 * 256))
+
+
 def test_learned_upsampling_starts_as_bicubic_and_learns():
     import torch.nn.functional as F
 

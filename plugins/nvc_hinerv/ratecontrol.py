@@ -64,6 +64,9 @@ REFERENCE_FRAME_PIXELS = 256 * 144
 SPLIT = {"epochs": 40, "prune_epochs": 6, "qat_epochs": 3}
 # A sized network keeps one prune epoch for the rare case `aim` prunes; unused, it goes to QAT (see `aim`).
 SIZED_SPLIT = {"epochs": 45, "prune_epochs": 1, "qat_epochs": 3}
+# weight_coding "rd": noise for the main + prune epochs, then a quarter of the steps with hard rounding
+# (straight-through, rd.ste): 4 epochs of it left 0.45 dB of the rounding loss unrecovered (issue #18).
+RD_SPLIT = {"epochs": 44, "prune_epochs": 1, "qat_epochs": 15}
 
 
 def quality_to_bpp(quality: int, clip: Clip) -> float:
@@ -198,6 +201,13 @@ def steps_per_epoch(train: TrainConfig, clip: Clip, factor: int) -> int:
 
 def total_steps(train: TrainConfig, clip: Clip, factor: int) -> int:
     return (train.epochs + train.prune_epochs + train.qat_epochs) * steps_per_epoch(train, clip, factor)
+
+
+def split_for(model_cfg: HiNeRVConfig, sized: bool) -> dict:
+    """The stage split of a recipe stretched to a step budget: rd, sized 6-bit or the fast recipe's."""
+    if model_cfg.weight_coding == "rd":
+        return RD_SPLIT
+    return SIZED_SPLIT if sized else SPLIT
 
 
 def schedule_for_steps(train: TrainConfig, steps: int, clip: Clip, factor: int, split: dict = SPLIT) -> TrainConfig:

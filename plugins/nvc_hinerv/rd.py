@@ -11,7 +11,7 @@ Laplace binned on the integers (`laplace_bits`, the same model `nvc_pipe.bitstre
 
 - rd_train: q̃ = w/Δ + U(−½, ½), weights w + Δ·u (additive noise, the usual proxy of rounding);
 - rd_ste: q = round(w/Δ₁₆) with a straight-through gradient (Δ₁₆: Δ rounded to fp16, straight-through too),
-  weights q·Δ₁₆, exactly the decoder's; lr × `qat_lr_scale`, 8 of 60 epochs (`ratecontrol.RD_SPLIT`);
+  weights q·Δ₁₆, exactly the decoder's; lr × `qat_lr_scale`, 2/15 of a step budget (`ratecontrol.RD_SPLIT`);
 - evaluation and coding: Δ rounded to fp16 first, q = round(w/Δ₁₆), weights q·Δ₁₆ (what the decoder computes).
 
 The rate term prunes by itself (integers pulled to zero cost little), so this mode has no pruning stage. λ is the

@@ -78,10 +78,11 @@ PRESETS: dict[str, Preset] = {
     "fast": Preset(MODEL_PRESETS["fast"], _FAST, "small CPU model, whole-frame batches (default)"),
     "fast-l": Preset(MODEL_PRESETS["fast-l"], _FAST, "larger CPU model (higher rate)"),
     "tiny": Preset(MODEL_PRESETS["tiny"], _TINY, "test-size model, a few epochs"),
-    # Rate–distortion weight coding (rd.py): the fast recipe's epochs; each preset aims at a rate (λ steered to it).
-    "rd-s": Preset(_rd(MODEL_PRESETS["fast"]), _FAST, "fast network, weights coded for RD, aims at 0.18 bpp",
+    # Rate–distortion weight coding (rd.py): the fast recipe's epochs; each preset aims at a rate (λ steered to it)
+    # about 0.6-0.75x its network's 6-bit rate (squeezed harder, a network codes worse than a smaller one).
+    "rd-s": Preset(_rd(MODEL_PRESETS["fast-s"]), _FAST, "fast-s network, weights coded for RD, aims at 0.18 bpp",
                    stream_bpp=0.18),
-    "rd": Preset(_rd(MODEL_PRESETS["fast-l"]), _FAST, "fast-l network, weights coded for RD, aims at 0.3 bpp",
+    "rd": Preset(_rd(MODEL_PRESETS["fast"]), _FAST, "fast network, weights coded for RD, aims at 0.3 bpp",
                  stream_bpp=0.3),
     "rd-l": Preset(_rd(MODEL_PRESETS["fast-l"]), _FAST, "fast-l network, weights coded for RD, aims at 0.45 bpp",
                    stream_bpp=0.45),
@@ -183,7 +184,7 @@ class HiNeRVCodec:
             train = _scaled_epochs(train, ov["epochs"])
         elif "steps" in ov or name not in FIXED_LENGTH:
             steps = ov.get("steps") or ratecontrol.default_steps(clip)
-            split = ratecontrol.SPLIT if bpp is None else ratecontrol.SIZED_SPLIT
+            split = ratecontrol.split_for(model, bpp is not None)
             train = ratecontrol.schedule_for_steps(train, max(1, int(steps)), clip, factor, split)
         train = replace(train, **{k: int(ov[k]) for k in ("prune_epochs", "qat_epochs", "batch_size", "seed")
                                   if k in ov})
@@ -204,7 +205,7 @@ class HiNeRVCodec:
                               f"({per_step:.2f} s on this device)")
         if fit >= ratecontrol.total_steps(cfg.train, clip, factor):
             return cfg
-        split = ratecontrol.SPLIT if cfg.stream_bpp is None else ratecontrol.SIZED_SPLIT
+        split = ratecontrol.split_for(cfg.model, cfg.stream_bpp is not None)
         return replace(cfg, train=ratecontrol.schedule_for_steps(cfg.train, fit, clip, factor, split))
 
     def plan(self, cfg: Preset, clip: Clip) -> dict:

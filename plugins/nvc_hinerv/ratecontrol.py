@@ -64,6 +64,10 @@ REFERENCE_FRAME_PIXELS = 256 * 144
 SPLIT = {"epochs": 40, "prune_epochs": 6, "qat_epochs": 3}
 # A sized network keeps one prune epoch for the rare case `aim` prunes; unused, it goes to QAT (see `aim`).
 SIZED_SPLIT = {"epochs": 45, "prune_epochs": 1, "qat_epochs": 3}
+# weight_coding "rd": noise for the main + prune epochs, then 2/15 of the steps with hard rounding
+# (straight-through, rd.ste). On the 256x144x24 Bunny crop, 4 of 60 epochs left up to 0.45 dB of the rounding
+# loss unrecovered; 15 recovered it all but cost ~0.4 dB at equal rate (noise epochs train more; issue #18).
+RD_SPLIT = {"epochs": 51, "prune_epochs": 1, "qat_epochs": 8}
 
 
 def quality_to_bpp(quality: int, clip: Clip) -> float:
@@ -198,6 +202,13 @@ def steps_per_epoch(train: TrainConfig, clip: Clip, factor: int) -> int:
 
 def total_steps(train: TrainConfig, clip: Clip, factor: int) -> int:
     return (train.epochs + train.prune_epochs + train.qat_epochs) * steps_per_epoch(train, clip, factor)
+
+
+def split_for(model_cfg: HiNeRVConfig, sized: bool) -> dict:
+    """The stage split of a recipe stretched to a step budget: rd, sized 6-bit or the fast recipe's."""
+    if model_cfg.weight_coding == "rd":
+        return RD_SPLIT
+    return SIZED_SPLIT if sized else SPLIT
 
 
 def schedule_for_steps(train: TrainConfig, steps: int, clip: Clip, factor: int, split: dict = SPLIT) -> TrainConfig:

@@ -10,7 +10,8 @@ fp16. Training loss = distortion (the shared
 Laplace binned on the integers (`laplace_bits`, the same model `nvc_pipe.bitstream.rdweights` codes with):
 
 - rd_train: q̃ = w/Δ + U(−½, ½), weights w + Δ·u (additive noise, the usual proxy of rounding);
-- rd_ste: q = round(w/Δ) with a straight-through gradient, weights q·Δ; lr × `qat_lr_scale`;
+- rd_ste: q = round(w/Δ₁₆) with a straight-through gradient (Δ₁₆: Δ rounded to fp16, straight-through too),
+  weights q·Δ₁₆, exactly the decoder's; lr × `qat_lr_scale`, 2/15 of a step budget (`ratecontrol.RD_SPLIT`);
 - evaluation and coding: Δ rounded to fp16 first, q = round(w/Δ₁₆), weights q·Δ₁₆ (what the decoder computes).
 
 The rate term prunes by itself (integers pulled to zero cost little), so this mode has no pruning stage. λ is the
@@ -117,6 +118,8 @@ def soft_params(rd: RDNet, mode: str) -> tuple[dict[str, Tensor], Tensor]:
     """Training weights ("noise" or "ste") and their bits, differentiable in w, log Δ and log b."""
     params = dict(rd.net.named_parameters())
     steps = rd.log_step.exp()
+    if mode == "ste":  # the decoder's fp16 steps, straight-through: the rounding trained is the one coded
+        steps = steps + (steps.half().float() - steps).detach()
     out, bits = {}, []
     for i, n in enumerate(rd.names):
         x = params[n] / steps[i]

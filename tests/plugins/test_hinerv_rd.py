@@ -163,3 +163,17 @@ def test_rd_network_renders_the_decoders_weights():
             p.copy_(torch.from_numpy(recs[n].values()))
         t = torch.arange(4)
         assert torch.equal(net.eval()(t), dec.eval()(t))
+
+
+def test_rd_presets_give_more_steps_to_rounding():
+    # the 256x144x24 eval clip: 720 steps = 60 epochs; 6-bit keeps its 4 QAT epochs, rd rounds for 8
+    from fractions import Fraction
+
+    from nvc_pipe.rate import Clip
+
+    clip = Clip(256, 144, 24, Fraction(25), 24, 0, "cpu")
+    rd_train = codec.configure("rd", None, {}, clip).train
+    six = codec.configure("fast", Target("bpp", 0.3), {}, clip).train
+    total = rd_train.epochs + rd_train.prune_epochs + rd_train.qat_epochs
+    assert total == six.epochs + six.prune_epochs + six.qat_epochs == 60
+    assert rd_train.qat_epochs == 8 and six.qat_epochs == 4

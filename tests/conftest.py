@@ -1,7 +1,8 @@
 """Shared fixtures: small real media made with PyAV (and the real ffmpeg), and a runner for the `nvc` CLI.
 
 Under pytest-xdist (`make test` runs `-n 2`) every worker, and every process a test starts, uses one torch/OpenMP
-thread: the workers already fill the cores, more threads only thrash (see `one_thread`)."""
+thread: the workers already fill the cores, more threads only thrash (see `one_thread`); and SIGINT is back to
+Python's default in the workers (they start with it ignored), so Ctrl-C tests see what a terminal user sees."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+        # xdist workers start with SIGINT ignored, and a process started with SIGINT ignored keeps it ignored (as
+        # nohup'd jobs do; checkpoint_step honours that). Ctrl-C tests need what a terminal gives: the default.
+        import signal
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def moving_pattern(n: int, w: int, h: int, seed: int = 0) -> np.ndarray:

@@ -145,3 +145,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def interrupt_at_first_step(cmd: list[str], step: Path) -> dict:
+    """Run an `nvc encode` command line, Ctrl-C it as soon as its first step checkpoint (`step`, the .step.json)
+    lands, check it stopped as a user sees it (exit 130, the --resume hint) and return that checkpoint's meta.
+    The encode runs niced 15 below the watcher, so the signal lands long before the encode could end."""
+    import signal
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env, preexec_fn=lambda: os.nice(15))
+    deadline = time.monotonic() + 120
+    while not step.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.decode().strip().endswith("interrupted (continue with --resume)"), err
+    return json.loads(step.read_text())
+

@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from conftest import interrupt_at_first_step
 from media_factory import FFMPEG, run
 
 from nvc_pipe import api
@@ -166,18 +167,8 @@ def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread, c
     api.encode_file(str(src), str(ref), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False)
     out = tmp_path / "out.nvc"
     step = tmp_path / "out.nvc.nvc-partial" / "seg00000.step.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    # niced far below this process, so the watcher sees the first step file long before the encode could end
-    proc = subprocess.Popen(_encode(src, out, "--checkpoint-every", "0.05s"), stderr=subprocess.PIPE, env=env,
-                            preexec_fn=lambda: os.nice(15))
-    deadline = time.monotonic() + 120
-    while not step.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and err.decode().strip().endswith("interrupted (continue with --resume)"), err
+    meta = interrupt_at_first_step(_encode(src, out, "--checkpoint-every", "0.05s"), step)  # saved inside a training stage
     assert not out.exists()
-    meta = json.loads(step.read_text())  # saved on the signal, inside a training stage
     assert meta["stage"] in ("overfit", "prune", "qat") and meta["step"] > 0
     with caplog.at_level("INFO", logger="nvc_pipe.checkpoint_step"):
         api.encode_file(str(src), str(out), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False,

@@ -8,14 +8,14 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import interrupt_at_first_step
 
 from nvc_pipe import api
 from nvc_pipe.checkpoint import Checkpoint
@@ -168,16 +168,8 @@ def test_sigint_in_a_real_c3_encode_resumes_to_the_same_bytes(tmp_path, caplog):
     step = tmp_path / "out.nvc.nvc-partial" / "seg00000.step.json"
     cmd = [sys.executable, "-m", "nvc_pipe", "encode", str(src), "-o", str(out), "--size", "24x16", "--fps", "25",
            "--pix-fmt", "rgb24", "--codec", "c3", "--preset", "c3-tiny-cool", "--device", "cpu", "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.Popen(cmd + ["--checkpoint-every", "0.01s"], stderr=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 120
-    while not step.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and err.decode().strip().endswith("interrupted (continue with --resume)"), err
+    meta = interrupt_at_first_step(cmd + ["--checkpoint-every", "0.01s"], step)  # saved inside a training stage
     assert not out.exists()
-    meta = json.loads(step.read_text())
     assert meta["stage"] == "c3"
     with caplog.at_level("INFO", logger="nvc_pipe.checkpoint_step"):
         api.encode_file(str(src), str(out), codec="c3", preset="c3-tiny-cool", device="cpu", raw=raw,

@@ -167,7 +167,7 @@ def test_sigint_inside_a_stage_resumes_to_the_same_bytes(tmp_path, one_thread, c
     api.encode_file(str(src), str(ref), preset="tiny", overrides={"epochs": 40}, device="cpu", progress=False)
     out = tmp_path / "out.nvc"
     step = tmp_path / "out.nvc.nvc-partial" / "seg00000.step.json"
-    meta = interrupt_at_first_step(_encode(src, out, "--checkpoint-every", "0.05s"), step)  # saved inside a training stage
+    meta = interrupt_at_first_step(_encode(src, out, "--checkpoint-every", "0.05s"), step)  # saved inside a stage
     assert not out.exists()
     assert meta["stage"] in ("overfit", "prune", "qat") and meta["step"] > 0
     with caplog.at_level("INFO", logger="nvc_pipe.checkpoint_step"):

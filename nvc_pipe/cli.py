@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--quality", "-crf", dest="quality", type=cliargs.int_arg, metavar="Q",
                       help="0..51, lower is better (CRF-like; 6 steps halve the rate)")
     rate.add_argument("--lambda", dest="rd_lambda", type=cliargs.float_arg, metavar="L",
-                      help="C3 only: the rate-distortion lambda itself (no rate control)")
+                      help="C3 and HiNeRV rd-* presets: the rate-distortion lambda itself (no rate control)")
     enc.add_argument("--steps", type=cliargs.positive, help="optimisation steps in all (default: from the clip)")
     enc.add_argument("--time-limit", type=cliargs.duration, metavar="T",
                      help="cap training to this wall time on this device: 90s, 10m, 1.5h")

@@ -78,7 +78,7 @@ def _fails_before_training(capsys, argv, code=2):
     (["-c", "c3", "--bpp", "0.001"], "below c3's smallest stream"),
     (["-c", "c3", "--bpp", "20"], "above what c3 codes"),
     (["-c", "c3", "--lambda", "1e-3", "-b:v", "1M"], "--lambda or a rate target"),
-    (["--lambda", "1e-3"], "C3 option"),
+    (["--lambda", "1e-3"], "rd-* presets"),
     (["--steps", "4", "--epochs", "4"], "--steps or --epochs"),
     (["-c", "c3", "--prune-epochs", "3"], "not used by c3"),
 ])

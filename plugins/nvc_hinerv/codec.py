@@ -78,14 +78,12 @@ PRESETS: dict[str, Preset] = {
     "fast": Preset(MODEL_PRESETS["fast"], _FAST, "small CPU model, whole-frame batches (default)"),
     "fast-l": Preset(MODEL_PRESETS["fast-l"], _FAST, "larger CPU model (higher rate)"),
     "tiny": Preset(MODEL_PRESETS["tiny"], _TINY, "test-size model, a few epochs"),
-    # Rate–distortion weight coding (rd.py): the fast recipe's epochs; each preset aims at a rate (λ steered to it)
-    # about 0.6-0.75x its network's 6-bit rate (squeezed harder, a network codes worse than a smaller one).
-    "rd-s": Preset(_rd(MODEL_PRESETS["fast-s"]), _FAST, "fast-s network, weights coded for RD, aims at 0.18 bpp",
-                   stream_bpp=0.18),
-    "rd": Preset(_rd(MODEL_PRESETS["fast"]), _FAST, "fast network, weights coded for RD, aims at 0.3 bpp",
-                 stream_bpp=0.3),
-    "rd-l": Preset(_rd(MODEL_PRESETS["fast-l"]), _FAST, "fast-l network, weights coded for RD, aims at 0.45 bpp",
-                   stream_bpp=0.45),
+    # Rate–distortion weight coding (rd.py): the fast recipe's steps, a fixed λ each (a λ ladder ×3 apart on the
+    # fast-s/fast/fast-l networks); a rate target steers λ instead (docs/ratecontrol.md).
+    "rd-s": Preset(_rd(MODEL_PRESETS["fast-s"]), _FAST, "fast-s network, weights coded for RD at λ 0.1", lmbda=0.1),
+    "rd": Preset(_rd(MODEL_PRESETS["fast"]), _FAST, "fast network, weights coded for RD at λ 0.03", lmbda=0.03),
+    "rd-l": Preset(_rd(MODEL_PRESETS["fast-l"]), _FAST, "fast-l network, weights coded for RD at λ 0.01",
+                   lmbda=0.01),
     "rd-tiny": Preset(_rd(MODEL_PRESETS["tiny"]), _TINY, "test-size model, weights coded for RD (fixed λ)",
                       lmbda=0.01),
 }
@@ -158,8 +156,15 @@ class HiNeRVCodec:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r} for hinerv (available: {', '.join(PRESETS)})")
         ov = {k: v for k, v in overrides.items() if v is not None}
-        if "lambda" in ov:
-            raise ConfigError("--lambda is a C3 option; give hinerv a --bitrate, --bpp or --quality")
+        base = PRESETS[name]
+        model, bpp, lmbda = base.model, base.stream_bpp, base.lmbda
+        if "lambda" in ov:  # the rd presets' rate weight itself, no rate control (the CLI refuses it with a target)
+            if model.weight_coding != "rd":
+                raise ConfigError(f"--lambda is for C3 and HiNeRV's rd-* presets; give hinerv:{name} a --bitrate, "
+                                  "--bpp or --quality")
+            if target is not None:
+                raise ConfigError("give --lambda or a rate target, not both")
+            lmbda, bpp = float(ov.pop("lambda")), None
         unknown = sorted(set(ov) - set(TRAIN_OPTIONS))
         if unknown:
             raise ConfigError(f"unknown training option(s) for hinerv: {', '.join(unknown)}")
@@ -168,16 +173,17 @@ class HiNeRVCodec:
                 raise ConfigError(f"{key} must be a number >= 0, got {value!r}")
         if "steps" in ov and "epochs" in ov:
             raise ConfigError("give --steps or --epochs, not both")
-        base = PRESETS[name]
-        model, bpp, lmbda = base.model, base.stream_bpp, base.lmbda
         if target is not None or preset is None or bpp is not None:
             bpp = ratecontrol.stream_bpp(target, clip) if target is not None or bpp is None else bpp
-            if model.weight_coding == "rd":  # the network stays; λ starts where the rate should land (rd.py)
+            if target is None:  # the default quality never asks for less than the smallest network
+                bpp = max(bpp, ratecontrol.smallest_bpp(base.model, clip))
+            # rd networks are sized like the 6-bit ones, RD_OVERSIZE larger (a larger network at a larger λ codes
+            # better); λ then starts where the rate should land and rd.py steers it (docs/ratecontrol.md)
+            rd_mode = model.weight_coding == "rd"
+            model = ratecontrol.size_network(base.model, clip, round(clip.payload_bytes(bpp)
+                                                                     * (ratecontrol.RD_OVERSIZE if rd_mode else 1)))
+            if rd_mode:
                 lmbda = ratecontrol.rd_lambda(model, clip, clip.payload_bytes(bpp))
-            else:
-                if target is None:  # the default quality never asks for less than the smallest network
-                    bpp = max(bpp, ratecontrol.smallest_bpp(base.model, clip))
-                model = ratecontrol.size_network(base.model, clip, clip.payload_bytes(bpp))
         factor = scale_product(model)
         train = _patches_for_large_frames(base.train, clip, factor)
         if "epochs" in ov:
@@ -232,7 +238,7 @@ class HiNeRVCodec:
     def preset_summary(self, name: str) -> str:
         p = PRESETS[name]
         length = (f"{p.train.epochs}+{p.train.prune_epochs}+{p.train.qat_epochs} epochs" if name in FIXED_LENGTH
-                  else "steps from the clip, λ steered to the rate" if p.model.weight_coding == "rd"
+                  else "steps from the clip, a fixed λ (a rate target steers it)" if p.model.weight_coding == "rd"
                   else "steps from the clip, sized to the rate target")
         return f"{length}  {p.description}"
 

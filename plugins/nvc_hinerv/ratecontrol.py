@@ -49,9 +49,18 @@ SIZE_MARGIN = 0.97  # the network is sized for this share of the budget: an over
 AIM_MARGIN = 0.98  # aim a little under the budget: QAT moves the coded size by a percent or two
 TRIM_MAX = 0.1  # the `trim` stage prunes at most this much more of the final network (no training after it)
 MIN_CHANNELS, MAX_CHANNELS = 8, 512  # narrower networks fail to train (12 dB at 4 wide on 128x72x16)
-# weight_coding "rd": λ ≈ RD_LAMBDA_AT · (payload bpp / RD_BPP_AT) ^ −RD_LAMBDA_SLOPE (a starting guess: the
-# rd stages steer λ to the budget while training; docs/ratecontrol.md)
-RD_LAMBDA_AT, RD_BPP_AT, RD_LAMBDA_SLOPE = 0.3, 0.3, 1.5
+# weight_coding "rd": at a fixed λ the rate is mostly the network's. Measured on the 256x144x24 Bunny crop (720 steps,
+# λ fixed): fast-s at λ 0.003 / 0.009 / 0.03 coded 0.273 / 0.246 / 0.202 bpp (bytes ∝ λ^−0.14), 6.2 bits per
+# parameter at λ 0.009 (fast: 5.3). A steered encode starts from the λ this model gives for its budget
+# (docs/ratecontrol.md); the rd stages then steer it.
+RD_LAMBDA_REF, RD_BITS_AT_REF, RD_RATE_ELASTICITY = 0.009, 5.7, 0.14
+# ... but never from above RD_LAMBDA_START[1]: a large λ in the first (warm-up) steps crushes the untrained network
+# for good (fast-s aimed at 0.18 bpp from λ 0.64: 29.19 dB; from λ 0.03 at 0.2 bpp: 31.06 dB; steering raises λ).
+RD_LAMBDA_START = (1e-3, 0.05)
+# With a target an rd network is sized for this many times the budget (by the 6-bit size model), so λ lands near
+# 0.03: at 0.2 bpp on that crop, fast-s steered from λ 0.03 gave 31.06 dB; the network sized to the budget itself
+# (28k parameters, λ 0.005 → 0.007) 30.57 dB at 0.213 bpp.
+RD_OVERSIZE = 1.25
 # Default quality: this bpp on large clips, rising to at most 2.8x on tiny ones (side information weighs more).
 BPP_AT_DEFAULT = 0.1
 SMALL_CLIP_PIXELS = 2_000_000
@@ -177,8 +186,10 @@ def size_network(template: HiNeRVConfig, clip: Clip, payload_bytes: int) -> HiNe
 
 def rd_lambda(model_cfg: HiNeRVConfig, clip: Clip, payload_bytes: int) -> float:
     """weight_coding "rd": the λ a segment's training starts from for this payload (rd.py then steers it)."""
-    bpp = 8 * payload_bytes / max(clip.segment_frames * clip.height * clip.width, 1)
-    return RD_LAMBDA_AT * (max(bpp, 1e-4) / RD_BPP_AT) ** -RD_LAMBDA_SLOPE
+    params, _ = count_parameters(model_cfg, clip.segment_frames, clip.height, clip.width)
+    natural = params * RD_BITS_AT_REF / 8  # the payload at RD_LAMBDA_REF
+    lmbda = RD_LAMBDA_REF * (natural / max(payload_bytes, 1)) ** (1 / RD_RATE_ELASTICITY)
+    return min(max(lmbda, RD_LAMBDA_START[0]), RD_LAMBDA_START[1])
 
 
 def default_steps(clip: Clip) -> int:

@@ -134,14 +134,15 @@ def test_corrupt_rd_payloads_fail_cleanly(rd_stream):
 def test_rate_target_steers_lambda(tmp_path, one_thread):
     src = write_video(tmp_path / "in.mp4", 32, 32, 4)
     sizes = {}
-    for bpp in (1.5, 2.5):
+    for bpp in (2.5, 4.0):
         rep = api.encode_file(str(src), str(tmp_path / f"{bpp}.nvc"), codec="hinerv", preset="rd-tiny",
-                              target=Target("bpp", bpp), overrides={"seed": 0, "epochs": 60}, device="cpu",
+                              target=Target("bpp", bpp), overrides={"seed": 0, "epochs": 120}, device="cpu",
                               progress=False)
         seg = rep["segments"][0]
-        sizes[bpp] = (seg["rd"]["payload_bytes"], seg["rd"]["lambda"], seg["rate"]["budget_bytes"])
-    (lo_bytes, lo_lambda, lo_budget), (hi_bytes, hi_lambda, hi_budget) = sizes[1.5], sizes[2.5]
-    assert lo_budget < hi_budget and lo_bytes < hi_bytes and lo_lambda > hi_lambda
+        start = rep["config"]["settings"]["lambda"]  # λ₀ of the network sized to the target
+        sizes[bpp] = (seg["rd"]["payload_bytes"], seg["rd"]["lambda"], seg["rate"]["budget_bytes"], start)
+    (lo_bytes, lo_lambda, lo_budget, lo_start), (hi_bytes, hi_lambda, hi_budget, hi_start) = sizes[2.5], sizes[4.0]
+    assert lo_budget < hi_budget and lo_bytes < hi_bytes and lo_lambda != lo_start and hi_lambda != hi_start
     assert abs(lo_bytes - lo_budget) < 0.25 * lo_budget and abs(hi_bytes - hi_budget) < 0.25 * hi_budget
 
 
@@ -177,3 +178,40 @@ def test_rd_presets_give_more_steps_to_rounding():
     total = rd_train.epochs + rd_train.prune_epochs + rd_train.qat_epochs
     assert total == six.epochs + six.prune_epochs + six.qat_epochs == 60
     assert rd_train.qat_epochs == 8 and six.qat_epochs == 4
+
+
+def test_rd_presets_keep_their_lambda_and_a_target_sizes_the_network_and_starts_below_the_crushing_range():
+    # no target: the preset's network and fixed λ, no budget to steer to; a target: a network sized to it (growing
+    # with the budget) and λ₀ from the rate model, never above RD_LAMBDA_START[1] (λ 0.64 at the start left fast-s
+    # at 29.2 dB where 0.03 gave 31.1)
+    from fractions import Fraction
+
+    from nvc_hinerv import ratecontrol as rc
+    from nvc_pipe.rate import Clip
+
+    clip = Clip(256, 144, 24, Fraction(25), 24, 0, "cpu")
+    fixed = codec.configure("rd-s", None, {}, clip)
+    assert fixed.lmbda == PRESETS["rd-s"].lmbda and fixed.stream_bpp is None and fixed.model == PRESETS["rd-s"].model
+    sized = [codec.configure("rd", Target("bpp", b), {}, clip) for b in (0.1, 0.2, 0.4)]
+    params = [rc.count_parameters(c.model, 24, 144, 256)[0] for c in sized]
+    assert params[0] < params[1] < params[2] and all(c.model.weight_coding == "rd" for c in sized)
+    assert all(rc.RD_LAMBDA_START[0] <= c.lmbda <= rc.RD_LAMBDA_START[1] for c in sized)
+    net = PRESETS["rd-s"].model
+    lams = [rc.rd_lambda(net, clip, n) for n in (1_000, 15_000, 20_000, 25_000, 10**6)]
+    assert lams[0] == rc.RD_LAMBDA_START[1] and lams[-1] == rc.RD_LAMBDA_START[0]
+    assert all(a >= b for a, b in zip(lams, lams[1:])) and lams[1] > lams[2] > lams[3]
+
+
+def test_lambda_option_sets_an_rd_presets_lambda_and_is_refused_elsewhere():
+    from fractions import Fraction
+
+    from nvc_pipe.errors import ConfigError
+    from nvc_pipe.rate import Clip
+
+    clip = Clip(64, 64, 8, Fraction(25), 8, 0, "cpu")
+    cfg = codec.configure("rd-s", None, {"lambda": 0.02}, clip)
+    assert cfg.lmbda == 0.02 and cfg.stream_bpp is None
+    for preset, target, words in (("fast", None, r"rd-\* presets"), (None, None, r"rd-\* presets"),
+                                  ("rd", Target("bpp", 0.2), "not both")):
+        with pytest.raises(ConfigError, match=words):
+            codec.configure(preset, target, {"lambda": 0.02}, clip)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -459,7 +458,3 @@ def _compute(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig, out: Pat
         "value": pt.value, "bpp": bpp, **res,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def is_finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -78,9 +78,14 @@ def write_payload(codes: list[PatchCode], windows: list[list[tuple[int, int]]]) 
 
 
 def network_shapes(cfg: C3Config, shape: tuple[int, int, int]) -> list[tuple[str, tuple[int, ...]]]:
-    """Ordered (name, shape) of a patch's network parameters: what its weights must be."""
-    with torch.device("meta"):
-        return [(n, tuple(p.shape)) for n, p in PatchModel(cfg, shape).network_parameters().items()]
+    """Ordered (name, shape) of a patch's network parameters: what its weights must be.
+
+    They depend on the patch's frame count only (the ARM contexts), so the model is built over one pixel a frame,
+    on the CPU, with the caller's RNG state restored (building on the meta device would import TorchDynamo: ~2 s
+    of every decode)."""
+    with torch.random.fork_rng(devices=[]):
+        model = PatchModel(cfg, (shape[0], 1, 1))
+    return [(n, tuple(p.shape)) for n, p in model.network_parameters().items()]
 
 
 def read_payload(payload: bytes, cfg: C3Config, boxes: list[tuple[int, ...]]) -> tuple[list[PatchNetwork], list[int],

@@ -163,3 +163,18 @@ def test_learned_upsampling_starts_as_bicubic_and_learns():
     # odd sizes (ceil grids) crop the ×2 result; a 3-D grid is also linear ×2 in time
     grids = [torch.zeros(4, 9, 11), torch.zeros(2, 5, 6), torch.zeros(1, 3, 3)]
     assert LearnedUpsampling(3)(grids).shape == (4, 9, 11, 3)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_network_shapes_match_the_model_and_leave_the_rng_alone(name):
+    """The decoder's record shapes come from a one-pixel-a-frame model: they must equal the real patch's."""
+    from nvc_c3.payload import network_shapes
+
+    cfg = PRESETS[name].model
+    for shape in [(1, 16, 16), (2, 9, 7), (8, 40, 48), (17, 5, 70)]:
+        real = [(n, tuple(p.shape)) for n, p in PatchModel(cfg, shape).network_parameters().items()]
+        torch.manual_seed(0)
+        assert network_shapes(cfg, shape) == real
+        drawn = torch.rand(2)
+        torch.manual_seed(0)
+        assert torch.equal(torch.rand(2), drawn)

@@ -188,12 +188,16 @@ def _encode(input_path, output_path, plugin, spec, preset, target, overrides, de
 
         pending = to_encode()
         if aimed_bpp is not None and hasattr(plugin, "correct"):
-            # e.g. C3: the first segment encoded may correct the config (λ) once, for itself and all later ones
+            # e.g. C3: the first segment encoded may correct the config (λ), for itself and all later ones
             head = next(pending, None)
             replay = next((m["correct_from"] for _, m in done.values() if "correct_from" in m), None)
-            if replay is not None:  # resumed after that segment: the same correction, from what it recorded
-                fixed = plugin.correct(cfg, replay["budget_bytes"], replay["coded_bytes"], clip)
-                cfg = fixed[0] if fixed is not None else cfg
+            if replay is not None:  # resumed after that segment: the same corrections, from what it recorded
+                coded = replay["coded_bytes"]
+                for size in coded if isinstance(coded, list) else [coded]:
+                    fixed = plugin.correct(cfg, replay["budget_bytes"], size, clip)
+                    if fixed is None:
+                        break
+                    cfg = fixed[0]
                 pending = itertools.chain([head] if head is not None else [], pending)
             elif head is not None:
                 for _, result in runner.map(encode_segment, [job(head, cfg, True)], tick=counted):

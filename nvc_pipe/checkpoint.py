@@ -10,8 +10,8 @@ Directory `<output>.nvc-partial/` next to the output, removed when the encode su
     seg00003.step.npz        inside the training stage in progress: model, optimizer, RNG states, data order
     seg00003.step.json       which stage and step that is (written every --checkpoint-every and on SIGINT/SIGTERM;
                              nvc_pipe/checkpoint_step.py)
-    seg00003.first.json      the coded size of a first encode that a rate correction replaces (`VideoCodec.correct`):
-                             a resumed run corrects from it instead of encoding the segment twice
+    seg00003.first.json      the coded sizes of the encodes that rate corrections replaced (`VideoCodec.correct`):
+                             a resumed run corrects from them instead of encoding the segment again
 
 Arrays go through `np.savez` and come back with `allow_pickle=False`; JSON for the rest: no pickle. Every file
 is written to a temporary name and renamed, so a kill leaves either the old or the new version. Training stages
@@ -95,20 +95,24 @@ class Checkpoint:
             for suffix in (*_SEGMENT_STATES, ".first.json"):
                 (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
 
-    # a first encode that the plugin's rate correction replaces by a second one at a corrected setting
-    def first_pass(self, index: int) -> int | None:
-        """The coded payload size of segment `index`'s first encode, when it finished and is being corrected."""
+    # encodes that the plugin's rate correction replaced by one at a corrected setting
+    def replaced_passes(self, index: int) -> list[int]:
+        """Coded payload sizes of segment `index`'s encodes that finished and were replaced, in order."""
         path = self.dir / f"seg{index:05d}.first.json"
-        return int(json.loads(path.read_text())["coded_bytes"]) if path.exists() else None
+        if not path.exists():
+            return []
+        coded = json.loads(path.read_text())["coded_bytes"]
+        return [int(c) for c in (coded if isinstance(coded, list) else [coded])]
 
-    def save_first_pass(self, index: int, coded_bytes: int) -> None:
-        """Record the first encode's size; its stage and step states go (they belong to the setting replaced).
-        Removed first: a kill in between costs the first encode again, never a wrong state."""
+    def save_replaced_passes(self, index: int, coded_bytes: list[int]) -> None:
+        """Record the replaced encodes' sizes; the stage and step states go (they belong to the setting replaced).
+        Removed first: a kill in between costs the last encode again, never a wrong state."""
         with self._saving():
             self._ensure_dir()
             for suffix in _SEGMENT_STATES:
                 (self.dir / f"seg{index:05d}{suffix}").unlink(missing_ok=True)
-            write_atomic(self.dir / f"seg{index:05d}.first.json", json.dumps({"coded_bytes": coded_bytes}).encode())
+            write_atomic(self.dir / f"seg{index:05d}.first.json",
+                         json.dumps({"coded_bytes": list(coded_bytes)}).encode())
 
     # finished stages of the segment in progress
     def stage_state(self, index: int) -> dict | None:

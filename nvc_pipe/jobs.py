@@ -34,6 +34,7 @@ from .rate import Clip
 # Test-only fault hook (tests/test_distributed.py): when set to a path that does not exist yet, the first job to
 # see it creates that file and ends its process on the spot (`os._exit`), as a worker killed mid-task would.
 EXIT_ONCE_ENV = "NVC_TEST_EXIT_IN_JOB_ONCE"
+MAX_CORRECTIONS = 3  # re-encodes of one segment at a corrected setting, whatever the plugin asks
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class SegmentJob:
     """Everything one segment's encode depends on.
 
     `config` is the video plugin's config for this clip (None: all-intra); `correct=True` lets the plugin re-encode
-    once at a corrected setting when the coded size misses `budget_bytes` (`VideoCodec.correct`, e.g. C3's λ);
+    at a corrected setting while the coded size misses `budget_bytes` (`VideoCodec.correct`, e.g. C3's λ; the
+    plugin decides how many times, at most MAX_CORRECTIONS);
     `checkpoint` (local runs only: a directory this process can write) keeps finished training stages for
     `--resume`.
     """
@@ -81,23 +83,27 @@ def encode_segment(job: SegmentJob, tick: Callable[[int], None] | None = None) -
     intra_codec = image_codec_for(job.intra, from_stream=False) if job.intra is not None else None
     cfg, ckpt = job.config, job.checkpoint
     correcting = job.correct and plugin is not None and hasattr(plugin, "correct")
-    # a first encode that finished before an interruption is not redone: its size is all the correction needs
-    first = ckpt.first_pass(seg.index) if ckpt is not None and correcting else None
-    recorded = first is not None
-    payload = report = None
-    if not recorded:
+    # encodes that a correction replaced and that finished before an interruption are not redone: their coded
+    # sizes are all the corrections need, so they are replayed first
+    replaced = ckpt.replaced_passes(seg.index) if ckpt is not None and correcting else []
+    corrections = []
+    for coded in replaced:
+        fixed = plugin.correct(cfg, job.budget_bytes, coded, job.clip)
+        if fixed is None:  # another plugin version: what is left of the record no longer applies
+            replaced = replaced[: len(corrections)]
+            break
+        cfg = fixed[0]
+        corrections.append(fixed[1])
+    while True:
         payload, report = _encode_payload(job, plugin, cfg, intra_codec, dev, ckpt, tick)
-        first = len(payload)
-    correction = None
-    if correcting:
-        fixed = plugin.correct(cfg, job.budget_bytes, first, job.clip)
-        if fixed is not None:
-            if ckpt is not None and not recorded:
-                ckpt.save_first_pass(seg.index, first)
-            cfg, correction = fixed
-            payload, report = _encode_payload(job, plugin, cfg, intra_codec, dev, ckpt, tick)
-    if payload is None:  # a recorded first encode that needs no correction any more (another plugin version)
-        payload, report = _encode_payload(job, plugin, cfg, intra_codec, dev, ckpt, tick)
+        fixed = plugin.correct(cfg, job.budget_bytes, len(payload), job.clip) if correcting else None
+        if fixed is None or len(corrections) >= MAX_CORRECTIONS:
+            break
+        replaced = [*replaced, len(payload)]
+        if ckpt is not None:
+            ckpt.save_replaced_passes(seg.index, replaced)
+        cfg = fixed[0]
+        corrections.append(fixed[1])
     au_bytes = AccessUnit(seg.index, seg.start, len(seg), payload).to_bytes()
     # Measure what the decoder will really produce: parse the AU bytes back and render them.
     decoder = Decoder(plugin, plugin.config_from_dict(plugin.config_to_dict(cfg)) if plugin else None, intra_codec)
@@ -107,10 +113,10 @@ def encode_segment(job: SegmentJob, tick: Callable[[int], None] | None = None) -
         quality.add(frame, seg.rgb[k])
     meta = {"index": seg.index, "first_frame": seg.start, "frames": len(seg), "bytes": len(au_bytes),
             **({"budget_bytes": job.budget_bytes} if job.budget_bytes is not None else {}), **report}
-    if correction is not None:
-        meta["rate_correction"] = {**correction, "second_bytes": len(payload)}
-    if correcting:  # what the correction was computed from: a resumed encode replays it for the later segments
-        meta["correct_from"] = {"budget_bytes": job.budget_bytes, "coded_bytes": first}
+    if corrections:
+        meta["rate_correction"] = {"corrections": corrections, "replaced_bytes": replaced, "final_bytes": len(payload)}
+    if correcting:  # what the corrections were computed from: a resumed encode replays them for the later segments
+        meta["correct_from"] = {"budget_bytes": job.budget_bytes, "coded_bytes": replaced}
     meta["quality"] = quality.values()
     return SegmentResult(seg.index, au_bytes, meta, cfg)
 

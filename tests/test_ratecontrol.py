@@ -3,6 +3,7 @@ each plugin's target → configuration mapping (no training), and the achieved r
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import pytest
@@ -214,14 +215,48 @@ def test_c3_target_to_lambda_and_patch_layout():
     assert rc.total_steps(rc.configure(None, None, {"steps": 200}, clip)) == 200
 
 
+def test_c3_network_shrinks_with_the_patch_budget():
+    from nvc_c3 import ratecontrol as rc
+    from nvc_c3.presets import PRESETS
+
+    def params(cfg, clip):
+        return sum(math.prod(s) for _, s in rc.network_shapes(cfg.model, rc.patch_shape(cfg.model, clip)))
+
+    clip = _clip(128, 72, 16)
+    sized = [rc.configure(None, Target("bpp", b), {}, clip) for b in (0.04, 0.15, 2.0)]
+    sizes = [params(c, clip) for c in sized]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3  # xs, s, then c3-fast's own network
+    assert sized[-1].model.synthesis_widths == PRESETS["c3-fast"].model.synthesis_widths
+    for cfg, bpp in zip(sized, (0.04, 0.15, 2.0)):  # the chosen network stays within its share of the payload
+        assert rc.net_bytes(cfg.model, clip) <= rc.NET_SHARE * clip.payload_bytes(bpp) or cfg is sized[0]
+    # 64x64x8 with a measured 344-byte header: the default is the smallest network, under 0.3 bpp
+    tiny = _clip(64, 64, 8, overhead=344)
+    default = rc.configure(None, None, {}, tiny)
+    assert params(default, tiny) == min(sizes) and default.aim_bpp <= 0.3
+    # a target below even the smallest network is refused before training; a fixed λ keeps the preset's network
+    with pytest.raises(ConfigError, match="below c3's smallest stream"):
+        rc.configure(None, Target("bpp", 0.5 * rc.smallest_bpp(default.model, tiny)), {}, tiny)
+    assert rc.configure(None, None, {"lambda": 1e-3}, tiny).model.synthesis_widths == (12, 12)
+
+
 def test_c3_corrects_lambda_once_in_the_right_direction():
     from nvc_c3 import ratecontrol as rc
 
-    cfg = rc.configure(None, Target("bpp", 0.5), {}, _clip(256, 144, 16))
-    assert rc.correct(cfg, 10_000, 10_300, 1) is None
-    up, info = rc.correct(cfg, 10_000, 15_000, 1)
-    down, _ = rc.correct(cfg, 10_000, 6_000, 1)
-    assert up.c3.rd_lambda > cfg.c3.rd_lambda > down.c3.rd_lambda and info["first_bytes"] == 15_000
+    clip = _clip(256, 144, 16)
+    cfg = rc.configure(None, Target("bpp", 0.5), {}, clip)
+    assert rc.correct(cfg, 10_000, 10_300, clip) is None
+    up, info = rc.correct(cfg, 10_000, 15_000, clip)
+    down, _ = rc.correct(cfg, 10_000, 6_000, clip)
+    assert up.c3.rd_lambda > cfg.c3.rd_lambda > down.c3.rd_lambda and info["from_bytes"] == 15_000
+    # the second correction follows the slope the two encodes measured, and there is no third
+    net = rc.patch_count(cfg.model, clip) * rc.net_bytes(cfg.model, clip)
+    lam0, lam1 = cfg.c3.rd_lambda, up.c3.rd_lambda
+    coded1 = net + (15_000 - net) * (lam0 / lam1) ** 1.0  # this clip's latents fall as λ^-1, not λ^-BETA
+    again, info2 = rc.correct(up, 10_000, round(coded1), clip)
+    assert info2["slope"] == pytest.approx(1.0, abs=0.01)
+    predicted = net + (15_000 - net) * (lam0 / again.c3.rd_lambda)
+    assert predicted == pytest.approx(10_000, rel=0.01)
+    assert rc.correct(again, 10_000, 12_000, clip) is None and len(again.tried) == rc.MAX_CORRECTIONS
 
 
 def test_eval_takes_lists_of_targets_as_rd_points():

@@ -229,7 +229,7 @@ class C3Codec:
     def correct(self, preset: Preset, budget_bytes: int, coded_bytes: int, clip):
         from . import ratecontrol
 
-        return ratecontrol.correct(preset, budget_bytes, coded_bytes, ratecontrol.patch_count(preset.model, clip))
+        return ratecontrol.correct(preset, budget_bytes, coded_bytes, clip)
 
     def settings(self, preset: Preset) -> dict:
         from . import ratecontrol

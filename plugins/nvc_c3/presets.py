@@ -64,6 +64,7 @@ class Preset:
     c3: C3Train = field(default_factory=C3Train)
     description: str = ""
     aim_bpp: float | None = None  # the stream bpp rate control sized this encode for (reports only; not coded)
+    tried: tuple[tuple[float, int], ...] = ()  # (λ, coded payload bytes) of this segment's replaced encodes
 
 
 def patch_size_for_lambda(rd_lambda: float) -> tuple[int, int, int]:

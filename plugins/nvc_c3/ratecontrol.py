@@ -2,14 +2,17 @@
 
     patch layout  one spatial patch up to PATCH_PIXELS (network bits dominate small patches: +232 % rate for six
                   patches against one on a 256x144 frame, docs/ratecontrol.md), PATCH_FRAMES frames per patch
-    λ model       payload ≈ patches · NET_BYTES + pixels · b · (λ / 1e-3)^−BETA / 8, with the latent bpp at 1e-3
+    network       the largest of NETWORKS (smallest first, the preset's own last) whose predicted coded size is
+                  at most NET_SHARE of a patch's payload: tiny clips and low rates get smaller decoders
+    λ model       payload ≈ patches · net_bytes + pixels · b · (λ / 1e-3)^−BETA / 8, with the latent bpp at 1e-3
                   b = LATENT_BPP_AT_1E3 · (pixels / REFERENCE_PIXELS)^−SIZE_EXPONENT (small clips cost more)
-    correct       if the first segment's real payload misses its budget by more than TOLERANCE, λ moves once
-                  along the model's slope and the segment is encoded again (short trial runs code far less than
-                  full runs at the same λ — 0.31 vs 0.48 bpp at 50 vs 200 steps — so they cannot stand in)
+    correct       if the first segment's real payload misses its budget by more than TOLERANCE, λ moves along
+                  the model's slope and the segment is encoded again; if that misses too, once more along the
+                  slope the two encodes measured (short trial runs code far less than full runs at the same
+                  λ — 0.31 vs 0.48 bpp at 50 vs 200 steps — so they cannot stand in)
 
-Uses only `presets.PRESETS`, `DEFAULT_PRESET`, `Preset`, `with_lambda`, `with_steps`, the codec's own stages
-(through the plugin protocol), and the patch-size fields of the preset's `C3Config`.
+Uses only `payload.network_shapes`, `presets.PRESETS`, `DEFAULT_PRESET`, `Preset`, `with_lambda`, `with_steps`,
+the codec's own stages (through the plugin protocol), and the fields of the preset's `C3Config`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import replace
 from nvc_pipe.errors import ConfigError
 from nvc_pipe.rate import DEFAULT_QUALITY, Clip, Target, quality_bpp
 
+from .payload import network_shapes
 from .presets import DEFAULT_PRESET, PRESETS, Preset, total_steps, with_lambda, with_steps
 from .steps import checkpoint_bytes_per_value
 
@@ -30,15 +34,27 @@ OWN_LAYOUT = ("c3-intra", "c3-fast-cool", "c3-tiny-cool")
 OPTIONS = ("steps", "time_limit", "epochs", "seed", "lambda")
 PATCH_PIXELS = 640 * 360  # largest spatial patch
 PATCH_FRAMES = 30
+# the decoders a sized c3-fast encode chooses from, smallest first (the preset's own network comes last): one
+# shared ARM over the nearest causal latents, and a narrower synthesis (docs/ratecontrol.md)
+NETWORKS = (
+    ("xs", dict(synthesis_widths=(4,), arm_widths=(2, 2), arm_per_grid=False, context_size=8)),
+    ("s", dict(synthesis_widths=(12, 12), arm_widths=(2, 2), arm_per_grid=False, context_size=12)),
+)
+LADDER_PRESETS = ("c3-fast", "c3-fast-hq", "c3-fast-lq")
+NET_SHARE = 0.25  # the network may take this share of a patch's payload
+# coded size of a patch network: RECORD_BYTES per tensor (step exponent + Laplace scale) + bits per parameter
+RECORD_BYTES = 3
+NET_BITS_PER_PARAM = 5.6
 # λ model (measured on our CPU encodes, docs/ratecontrol.md): latent bpp at λ = 1e-3 falls with the clip's size
-NET_BYTES = 1100  # coded networks (synthesis + ARMs) of one patch
-LATENT_BPP_AT_1E3 = 0.5  # … for a segment of REFERENCE_PIXELS
+LATENT_BPP_AT_1E3 = 0.32  # … for a segment of REFERENCE_PIXELS
 REFERENCE_PIXELS = 600_000
-SIZE_EXPONENT = 0.45
-BETA = 0.45
+SIZE_EXPONENT = 0.22
+BETA = 0.65
 LAMBDA_RANGE = (1e-6, 1.0)
 MAX_LATENT_BPP = 3.0  # latents saturate (64x64x8: 5.2 bpp in all at λ 1e-6, 500k asked → -10 %): refuse above
-TOLERANCE = 0.07  # a first encode this close to its budget is kept
+TOLERANCE = 0.07  # an encode this close to its budget is kept
+MAX_CORRECTIONS = 2  # re-encodes of the first segment at most (the second along the slope the first two measured)
+SLOPE_RANGE = (0.2, 2.0)  # bounds on a measured slope (noise between two close encodes)
 MIN_STEPS = 20
 # default quality: like HiNeRV's, more bits per pixel for small clips
 BPP_AT_DEFAULT = 0.1
@@ -47,7 +63,7 @@ SMALL_CLIP_MAX = 2.8  # at most 2.8x (0.28 bpp): the default stays under 0.3 bpp
 # clip-aware steps per patch: more for small patches (cheap), fewer for large ones
 STEPS_AT_1M = 600
 STEP_RANGE = (300, 2000)
-SECONDS_PER_PIXEL_STEP = 3.6e-6  # CPU, one thread, c3-fast widths (docs/ratecontrol.md)
+SECONDS_PER_PIXEL_STEP = 1.1e-6  # CPU, one thread, c3-fast widths, quiet core (docs/ratecontrol.md)
 
 
 def _split(n: int, size: int) -> list[int]:
@@ -74,9 +90,34 @@ def quality_to_bpp(quality: int, clip: Clip) -> float:
     return quality_bpp(quality, BPP_AT_DEFAULT * small)
 
 
-def predicted_lambda(payload_bytes: float, patches: int, clip: Clip) -> float | None:
+def patch_shape(model, clip: Clip) -> tuple[int, int, int]:
+    """The largest patch of a segment (patches differ by at most one pixel per axis)."""
+    return (max(_split(clip.segment_frames, model.patch_frames)), max(_split(clip.height, model.patch_height)),
+            max(_split(clip.width, model.patch_width)))
+
+
+def net_bytes(model, clip: Clip) -> float:
+    """Predicted coded size of one patch network: its tensor records' headers and bits per parameter."""
+    shapes = network_shapes(model, patch_shape(model, clip))
+    return RECORD_BYTES * len(shapes) + NET_BITS_PER_PARAM * sum(math.prod(s) for _, s in shapes) / 8
+
+
+def networks(model) -> list:
+    """The decoders a sized encode may use, smallest first: NETWORKS, then the preset's own."""
+    return [replace(model, **fields) for _, fields in NETWORKS] + [model]
+
+
+def choose_network(model, clip: Clip, payload_bytes: float):
+    """The largest decoder whose predicted network is at most NET_SHARE of a patch's payload (else the smallest)."""
+    options = networks(model)
+    patches = patch_count(model, clip)
+    fits = [m for m in options if net_bytes(m, clip) <= NET_SHARE * payload_bytes / patches]
+    return fits[-1] if fits else options[0]
+
+
+def predicted_lambda(payload_bytes: float, model, clip: Clip) -> float | None:
     """λ for a segment payload of `payload_bytes`; None when the networks alone are over it."""
-    latent_bits = 8 * (payload_bytes - patches * NET_BYTES)
+    latent_bits = 8 * (payload_bytes - patch_count(model, clip) * net_bytes(model, clip))
     if latent_bits <= 0:
         return None
     bpp = latent_bits / clip.segment_pixels
@@ -84,9 +125,9 @@ def predicted_lambda(payload_bytes: float, patches: int, clip: Clip) -> float | 
     return 1e-3 * (at_1e3 / bpp) ** (1 / BETA)
 
 
-def smallest_bpp(patches: int, clip: Clip) -> float:
+def smallest_bpp(model, clip: Clip) -> float:
     """The lowest stream bpp c3 is asked for: networks and headers plus latents worth half the networks."""
-    return 8 * (1.5 * patches * NET_BYTES + clip.overhead_bytes) / clip.pixels
+    return 8 * (1.5 * patch_count(model, clip) * net_bytes(model, clip) + clip.overhead_bytes) / clip.pixels
 
 
 def default_steps(model, clip: Clip) -> int:
@@ -128,16 +169,24 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
     if sized:
         target = target or Target("quality", DEFAULT_QUALITY)
         bpp = quality_to_bpp(int(target.value), clip) if target.kind == "quality" else clip.bpp(target)
+        payload = clip.payload_bytes(bpp)
+        if name in LADDER_PRESETS:
+            smallest = networks(cfg.model)[0]
+            if target.kind == "quality" and preset is None and "quality" not in ov:
+                bpp = max(bpp, smallest_bpp(smallest, clip))  # the default never asks for less than the smallest
+                payload = clip.payload_bytes(bpp)
+            cfg = replace(cfg, model=choose_network(cfg.model, clip, payload))
         patches = patch_count(cfg.model, clip)
-        least = smallest_bpp(patches, clip)
+        least = smallest_bpp(cfg.model, clip)
         if target.kind == "quality" and preset is None and "quality" not in ov:
-            bpp = max(bpp, least)  # the default quality never asks for less than the smallest stream
-        lam = predicted_lambda(clip.payload_bytes(bpp), patches, clip)
+            bpp = max(bpp, least)
+            payload = clip.payload_bytes(bpp)
+        lam = predicted_lambda(payload, cfg.model, clip)
         if bpp < least or lam is None or lam > LAMBDA_RANGE[1]:
             raise ConfigError(f"the target is below c3's smallest stream for {clip.width}x{clip.height}x"
                               f"{clip.segment_frames}: its {patches} patch network(s) and headers need about "
                               f"{least:.3g} bpp, the target gives {bpp:.3g} (ask for a higher rate)")
-        latent_bpp = 8 * (clip.payload_bytes(bpp) - patches * NET_BYTES) / clip.segment_pixels
+        latent_bpp = 8 * (payload - patches * net_bytes(cfg.model, clip)) / clip.segment_pixels
         if lam < LAMBDA_RANGE[0] or latent_bpp > MAX_LATENT_BPP:
             raise ConfigError(f"the target ({bpp:.3g} bpp) is above what c3 codes for this clip (ask for a lower "
                               "rate)")
@@ -169,26 +218,43 @@ def plan(cfg: Preset, clip: Clip) -> dict:
     segments = max(1, math.ceil(clip.frames / clip.segment_frames))
     steps = total_steps(cfg)
     latents = round(clip.segment_pixels * sum(8.0 ** -k for k in range(m.num_grids)))
+    params = sum(math.prod(s) for _, s in network_shapes(m, patch_shape(m, clip)))
     seconds = SECONDS_PER_PIXEL_STEP * clip.segment_pixels * steps * segments
-    return {"parameters": None, "latents": latents * segments, "patches": patches * segments,
+    return {"parameters": None,  # per-segment parameters are HiNeRV's; diskcheck sizes C3 by its latents
+            "network_parameters": params * patches * segments, "latents": latents * segments,
+            "patches": patches * segments,
             "steps": steps * segments, "estimated_s": round(seconds, 1) if clip.device == "cpu" else None,
             "stream_bpp": aimed_bpp(cfg), "rd_lambda": cfg.c3.rd_lambda,
             "checkpoint_bytes_per_value": checkpoint_bytes_per_value(cfg.c3.warmup_candidates),
             "summary": f"C3 {patches} patch(es) of {m.patch_frames}x{m.patch_height}x{m.patch_width} per segment, "
                        f"{latents:,} latents, λ {cfg.c3.rd_lambda:.3g}, {steps} steps per patch"
-                       + (" (one re-encode at a corrected λ if the first misses by > 7 %)"
+                       + (f" (up to {MAX_CORRECTIONS} re-encodes at a corrected λ while one misses by > 7 %)"
                           if aimed_bpp(cfg) is not None else "")}
 
 
-def correct(cfg: Preset, budget_bytes: int, coded_bytes: int, patches: int) -> tuple[Preset, dict] | None:
-    """One correction from the real coded size: λ moved along the model's slope, or None when within TOLERANCE."""
-    if abs(coded_bytes / budget_bytes - 1) <= TOLERANCE:
+def correct(cfg: Preset, budget_bytes: int, coded_bytes: int, clip: Clip) -> tuple[Preset, dict] | None:
+    """λ for another encode of the segment from the real coded size, or None when within TOLERANCE (or after
+    MAX_CORRECTIONS). The first correction moves λ along the model's slope BETA; later ones along the slope the
+    last two encodes measured (a secant in log λ, log latent bytes), since the real slope varies 0.4–1.05 from
+    clip to clip (docs/ratecontrol.md)."""
+    if abs(coded_bytes / budget_bytes - 1) <= TOLERANCE or len(cfg.tried) >= MAX_CORRECTIONS:
         return None
-    net = patches * NET_BYTES
-    have, want = max(coded_bytes - net, 0.1 * coded_bytes), max(budget_bytes - net, 0.1 * budget_bytes)
-    lam = cfg.c3.rd_lambda * (have / want) ** (1 / BETA)
+    net = patch_count(cfg.model, clip) * net_bytes(cfg.model, clip)
+
+    def latent(size: float) -> float:
+        return max(size - net, 0.1 * size)
+
+    tried = (*cfg.tried, (cfg.c3.rd_lambda, coded_bytes))
+    slope = BETA
+    if len(tried) >= 2:
+        (lam_a, bytes_a), (lam_b, bytes_b) = tried[-2:]
+        if lam_a != lam_b and bytes_a != bytes_b:
+            measured = math.log(latent(bytes_a) / latent(bytes_b)) / math.log(lam_b / lam_a)
+            slope = min(SLOPE_RANGE[1], max(SLOPE_RANGE[0], measured))
+    lam = cfg.c3.rd_lambda * (latent(coded_bytes) / latent(budget_bytes)) ** (1 / slope)
     lam = min(LAMBDA_RANGE[1], max(LAMBDA_RANGE[0], lam))
-    return with_lambda(cfg, lam), {"first_lambda": cfg.c3.rd_lambda, "first_bytes": coded_bytes, "rd_lambda": lam}
+    return (replace(with_lambda(cfg, lam), tried=tried),
+            {"from_lambda": cfg.c3.rd_lambda, "from_bytes": coded_bytes, "slope": round(slope, 3), "rd_lambda": lam})
 
 
 def settings(cfg: Preset) -> dict:

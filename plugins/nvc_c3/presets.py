@@ -159,15 +159,16 @@ def with_steps(preset: Preset, steps: int) -> Preset:
 # branch over the 12 nearest causal latents and the 3×3 co-located symbols of the next coarser grid (coarse-to-fine
 # context), ReLU, 7 grids (to 1/64) with learned ×2 upsampling, a 16-wide synthesis with a linear latents → RGB
 # branch;
-# Adam (SOAP on the networks, `C3Train.optimizer`, did not pay at 2,000 steps: docs/c3.md), Gaussian-noise
-# soft-rounding, T 0.35 → 0.08, clip 0.1 on the weights only, LR 1e-2 → 1e-5, warm-up of 5 random
-# starts × 50 steps then the best 2 × 50, and a final 500 steps with rounded, frozen latents at LR 1e-4.
+# SOAP on the network weights and Adam on the latents (Cool-Chic 5; with the latent gain below it pays −7.9 % BD-rate
+# at 2,000 steps, docs/c3.md), Gaussian-noise soft-rounding, T 0.35 → 0.08, clip 0.1 on the weights only, one
+# latent gain of 16 for every grid (Cool-Chic's), LR 1e-2 → 1e-5, warm-up of 5 random starts × 50 steps then the
+# best 2 × 50, and a final 500 steps with rounded, frozen latents at LR 1e-4.
 COOL_MODEL = C3Config(num_grids=7, q_step=0.3, synthesis_widths=(16,), arm_widths=(12, 12), arm_per_grid=False,
                       context_size=12, arm_residual=True, arm_linear=True, activation="relu", upsampling="learned",
                       synthesis_linear=True, coarse_context=9, patch_frames=1, patch_height=0, patch_width=0)
 COOL_TRAIN = C3Train(noise="gaussian", temperature=(0.35, 0.08), noise_sigma=(0.22, 0.15), clip_latents=False,
                      final="hard", stage2_steps=500, stage2_lr=1e-4, warmup_candidates=5, warmup_keep=2,
-                     warmup_steps=50)
+                     warmup_steps=50, latent_gain=16.0, optimizer="soap")
 
 
 def _cool(model: C3Config, steps: int, rd_lambda: float, description: str) -> Preset:

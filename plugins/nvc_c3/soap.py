@@ -9,6 +9,9 @@ rotated the same way), and rotates the Adam direction back. Every `every` steps 
 iteration and a QR decomposition (eigenvalue order kept, the second moment permuted with it), from a full
 eigendecomposition at the first step. Tensors with fewer than two axes, or in a group with `precondition=False`,
 take plain Adam steps. `weight_decay` is decoupled (AdamW-style).
+
+Every per-parameter state entry is a tensor (step, m, v, L0…, Q0…), so step checkpoints save and restore it like
+Adam's (nvc_pipe/checkpoint_step.py keeps tensors only).
 """
 
 from __future__ import annotations
@@ -50,40 +53,43 @@ class Soap(torch.optim.Optimizer):
                 st = self.state[p]
                 soap = group["precondition"] and p.ndim >= 2 and max(p.shape) <= group["max_dim"]
                 if not st:
-                    st["step"] = 0
+                    st["step"] = torch.zeros((), dtype=torch.int64)
                     st["m"] = torch.zeros_like(p)
                     st["v"] = torch.zeros_like(p)
                     if soap:
-                        st["L"] = [(1 - b2) * _gram(g, i) for i in range(p.ndim)]
-                        st["Q"] = [torch.linalg.eigh(L.double())[1].flip(1).to(p.dtype) for L in st["L"]]
-                st["step"] += 1
-                t = st["step"]
+                        for i in range(p.ndim):
+                            st[f"L{i}"] = (1 - b2) * _gram(g, i)
+                            st[f"Q{i}"] = torch.linalg.eigh(st[f"L{i}"].double())[1].flip(1).to(p.dtype)
+                t = int(st["step"]) + 1
+                st["step"].fill_(t)
+                bases = [st[f"Q{i}"] for i in range(p.ndim)] if soap else []
                 st["m"].mul_(b1).add_(g, alpha=1 - b1)
                 if soap:
                     if t > 1:
-                        for i, L in enumerate(st["L"]):
-                            L.mul_(b2).add_(_gram(g, i), alpha=1 - b2)
-                    gr, mr = _rotate(g, st["Q"]), _rotate(st["m"], st["Q"])
+                        for i in range(p.ndim):
+                            st[f"L{i}"].mul_(b2).add_(_gram(g, i), alpha=1 - b2)
+                    gr, mr = _rotate(g, bases), _rotate(st["m"], bases)
                 else:
                     gr, mr = g, st["m"]
                 st["v"].mul_(b2).addcmul_(gr, gr, value=1 - b2)
                 direction = mr / (st["v"] / (1 - b2**t)).sqrt().add_(group["eps"]) / (1 - b1**t)
                 if soap:
-                    direction = _rotate(direction, st["Q"], back=True)
+                    direction = _rotate(direction, bases, back=True)
                 if group["weight_decay"]:
                     p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(direction, alpha=-group["lr"])
                 if soap and t % group["every"] == 0:
-                    self._refresh(st)
+                    self._refresh(st, p.ndim)
         return None
 
     @staticmethod
-    def _refresh(st: dict) -> None:
+    def _refresh(st: dict, ndim: int) -> None:
         """One power iteration + QR per axis; Q's columns kept in decreasing eigenvalue order, v permuted along."""
         v = st["v"]
-        for i, (L, q) in enumerate(zip(st["L"], st["Q"])):
+        for i in range(ndim):
+            L, q = st[f"L{i}"], st[f"Q{i}"]
             order = torch.argsort(torch.diagonal(q.T @ L @ q), descending=True)
             q = q[:, order]
             v = v.index_select(i, order)
-            st["Q"][i] = torch.linalg.qr(L @ q)[0]
+            st[f"Q{i}"] = torch.linalg.qr(L @ q)[0]
         st["v"] = v

@@ -181,8 +181,9 @@ def test_sigint_in_a_real_c3_encode_resumes_to_the_same_bytes(tmp_path, caplog):
 
 @pytest.fixture(scope="module")
 def corrected(tmp_path_factory):
-    """Two 2-frame segments of c3-tiny-cool (20 steps: no warm-up) at a rate target its first encode misses: one
-    or two λ corrections, so 20 steps per encode. The input, the options and the uninterrupted run's bytes and report."""
+    """Two 2-frame segments of c3-tiny-cool (20 steps: no warm-up) at a rate target its first encode misses:
+    one or two λ corrections, 20 steps per encode. The input, the options and the uninterrupted run's bytes and
+    report."""
     d = tmp_path_factory.mktemp("c3rate")
     rgb = _clip(4, 32, 32, seed=3)
     src = d / "clip.rgb"

@@ -233,6 +233,7 @@ def test_c3_network_shrinks_with_the_patch_budget():
     tiny = _clip(64, 64, 8, overhead=344)
     default = rc.configure(None, None, {}, tiny)
     assert params(default, tiny) == min(sizes) and default.aim_bpp <= 0.3
+    assert "decoder xs (253 network parameters a patch)" in rc.plan(default, tiny)["summary"]
     # a target below even the smallest network is refused before training; a fixed λ keeps the preset's network
     with pytest.raises(ConfigError, match="below c3's smallest stream"):
         rc.configure(None, Target("bpp", 0.5 * rc.smallest_bpp(default.model, tiny)), {}, tiny)

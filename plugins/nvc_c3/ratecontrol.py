@@ -107,6 +107,12 @@ def networks(model) -> list:
     return [replace(model, **fields) for _, fields in NETWORKS] + [model]
 
 
+def network_name(model) -> str:
+    """`xs` / `s` for a NETWORKS decoder, else "preset" (the preset's own)."""
+    return next((name for name, fields in NETWORKS if all(getattr(model, k) == v for k, v in fields.items())),
+                "preset")
+
+
 def choose_network(model, clip: Clip, payload_bytes: float):
     """The largest decoder whose predicted network is at most NET_SHARE of a patch's payload (else the smallest)."""
     options = networks(model)
@@ -227,7 +233,7 @@ def plan(cfg: Preset, clip: Clip) -> dict:
             "stream_bpp": aimed_bpp(cfg), "rd_lambda": cfg.c3.rd_lambda,
             "checkpoint_bytes_per_value": checkpoint_bytes_per_value(cfg.c3.warmup_candidates),
             "summary": f"C3 {patches} patch(es) of {m.patch_frames}x{m.patch_height}x{m.patch_width} per segment, "
-                       f"{latents:,} latents, λ {cfg.c3.rd_lambda:.3g}, {steps} steps per patch"
+                       f"decoder {network_name(m)} ({params:,} network parameters a patch), {latents:,} latents, λ {cfg.c3.rd_lambda:.3g}, {steps} steps per patch"
                        + (f" (up to {MAX_CORRECTIONS} re-encodes at a corrected λ while one misses by > 7 %)"
                           if aimed_bpp(cfg) is not None else "")}
 

@@ -233,7 +233,8 @@ def plan(cfg: Preset, clip: Clip) -> dict:
             "stream_bpp": aimed_bpp(cfg), "rd_lambda": cfg.c3.rd_lambda,
             "checkpoint_bytes_per_value": checkpoint_bytes_per_value(cfg.c3.warmup_candidates),
             "summary": f"C3 {patches} patch(es) of {m.patch_frames}x{m.patch_height}x{m.patch_width} per segment, "
-                       f"decoder {network_name(m)} ({params:,} network parameters a patch), {latents:,} latents, λ {cfg.c3.rd_lambda:.3g}, {steps} steps per patch"
+                       f"decoder {network_name(m)} ({params:,} network parameters a patch), {latents:,} latents, "
+                       f"λ {cfg.c3.rd_lambda:.3g}, {steps} steps per patch"
                        + (f" (up to {MAX_CORRECTIONS} re-encodes at a corrected λ while one misses by > 7 %)"
                           if aimed_bpp(cfg) is not None else "")}
 

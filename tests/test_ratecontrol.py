@@ -258,6 +258,10 @@ def test_c3_corrects_lambda_once_in_the_right_direction():
     predicted = net + (15_000 - net) * (lam0 / again.c3.rd_lambda)
     assert predicted == pytest.approx(10_000, rel=0.01)
     assert rc.correct(again, 10_000, 12_000, clip) is None and len(again.tried) == rc.MAX_CORRECTIONS
+    # a flat, noisy pair (λ up, bytes barely down) moves λ no further in log λ than the first correction did
+    flat, info3 = rc.correct(up, 10_000, 14_800, clip)
+    assert info3["slope"] == rc.SLOPE_RANGE[0]
+    assert flat.c3.rd_lambda / lam1 == pytest.approx(lam1 / lam0, rel=1e-9)
 
 
 def test_eval_takes_lists_of_targets_as_rd_points():

@@ -188,7 +188,7 @@ def corrected(tmp_path_factory):
     rgb = _clip(4, 32, 32, seed=3)
     src = d / "clip.rgb"
     opts = dict(codec="c3", preset="c3-tiny-cool", overrides={"steps": 20}, device="cpu", raw=_raw(rgb, src),
-                progress=False, segment_frames=2, target=Target("bpp", 4.0))
+                progress=False, segment_frames=2, target=Target("bpp", 2.5))
     report = api.encode_file(str(src), str(d / "ref.nvc"), **opts)
     return str(src), opts, (d / "ref.nvc").read_bytes(), report
 

@@ -54,7 +54,7 @@ LAMBDA_RANGE = (1e-6, 1.0)
 MAX_LATENT_BPP = 1.6  # latents saturate (64x64x8, 1,410 steps: 1.7 bpp of latents at λ 8.8e-6, 300k asked → -16 %)
 TOLERANCE = 0.07  # an encode this close to its budget is kept
 MAX_CORRECTIONS = 2  # re-encodes of the first segment at most (the second along the slope the first two measured)
-SLOPE_RANGE = (0.2, 2.0)  # bounds on a measured slope (noise between two close encodes)
+SLOPE_RANGE = (0.3, 1.5)  # bounds on a measured slope (noise between two close encodes)
 MIN_STEPS = 20
 # default quality: like HiNeRV's, more bits per pixel for small clips
 BPP_AT_DEFAULT = 0.1
@@ -243,7 +243,8 @@ def correct(cfg: Preset, budget_bytes: int, coded_bytes: int, clip: Clip) -> tup
     """λ for another encode of the segment from the real coded size, or None when within TOLERANCE (or after
     MAX_CORRECTIONS). The first correction moves λ along the model's slope BETA; later ones along the slope the
     last two encodes measured (a secant in log λ, log latent bytes), since the real slope varies 0.4–1.05 from
-    clip to clip (docs/ratecontrol.md)."""
+    clip to clip, with the step in log λ no longer than the last one: when the two encodes bracket the budget
+    that keeps λ between theirs, and a flat, noisy pair cannot throw it far (docs/ratecontrol.md)."""
     if abs(coded_bytes / budget_bytes - 1) <= TOLERANCE or len(cfg.tried) >= MAX_CORRECTIONS:
         return None
     net = patch_count(cfg.model, clip) * net_bytes(cfg.model, clip)
@@ -252,13 +253,18 @@ def correct(cfg: Preset, budget_bytes: int, coded_bytes: int, clip: Clip) -> tup
         return max(size - net, 0.1 * size)
 
     tried = (*cfg.tried, (cfg.c3.rd_lambda, coded_bytes))
+    lam = cfg.c3.rd_lambda
     slope = BETA
     if len(tried) >= 2:
         (lam_a, bytes_a), (lam_b, bytes_b) = tried[-2:]
         if lam_a != lam_b and bytes_a != bytes_b:
-            measured = math.log(latent(bytes_a) / latent(bytes_b)) / math.log(lam_b / lam_a)
-            slope = min(SLOPE_RANGE[1], max(SLOPE_RANGE[0], measured))
-    lam = cfg.c3.rd_lambda * (latent(coded_bytes) / latent(budget_bytes)) ** (1 / slope)
+            slope = math.log(latent(bytes_a) / latent(bytes_b)) / math.log(lam_b / lam_a)
+            slope = min(SLOPE_RANGE[1], max(SLOPE_RANGE[0], slope))
+    step = (latent(coded_bytes) / latent(budget_bytes)) ** (1 / slope)
+    if len(tried) >= 2:  # never a longer step in log λ than the last one (noise makes measured slopes unreliable)
+        last = abs(math.log(tried[-1][0] / tried[-2][0]))
+        step = math.exp(max(-last, min(last, math.log(step))))
+    lam = lam * step
     lam = min(LAMBDA_RANGE[1], max(LAMBDA_RANGE[0], lam))
     return (replace(with_lambda(cfg, lam), tried=tried),
             {"from_lambda": cfg.c3.rd_lambda, "from_bytes": coded_bytes, "slope": round(slope, 3), "rd_lambda": lam})

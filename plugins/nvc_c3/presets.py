@@ -157,13 +157,13 @@ def with_steps(preset: Preset, steps: int) -> Preset:
 
 # Cool-Chic-like decoder and schedule (docs/c3.md has the measurements): one shared residual ARM with a linear
 # branch over the 12 nearest causal latents and the 3×3 co-located symbols of the next coarser grid (coarse-to-fine
-# context), ReLU, 7 grids (to 1/64) with learned ×2 upsampling, a 16-wide synthesis with a linear latents → RGB
-# branch;
+# context), ReLU, 5 grids (to 1/16: −2.9 % BD-rate against 7 grids at 2,000 steps, docs/c3.md) with learned ×2
+# upsampling, a 16-wide synthesis with a linear latents → RGB branch;
 # SOAP on the network weights and Adam on the latents (Cool-Chic 5; with the latent gain below it pays −7.9 % BD-rate
 # at 2,000 steps, docs/c3.md), Gaussian-noise soft-rounding, T 0.35 → 0.08, clip 0.1 on the weights only, one
 # latent gain of 16 for every grid (Cool-Chic's), LR 1e-2 → 1e-5, warm-up of 5 random starts × 50 steps then the
 # best 2 × 50, and a final 500 steps with rounded, frozen latents at LR 1e-4.
-COOL_MODEL = C3Config(num_grids=7, q_step=0.3, synthesis_widths=(16,), arm_widths=(12, 12), arm_per_grid=False,
+COOL_MODEL = C3Config(num_grids=5, q_step=0.3, synthesis_widths=(16,), arm_widths=(12, 12), arm_per_grid=False,
                       context_size=12, arm_residual=True, arm_linear=True, activation="relu", upsampling="learned",
                       synthesis_linear=True, coarse_context=9, patch_frames=1, patch_height=0, patch_width=0)
 COOL_TRAIN = C3Train(noise="gaussian", temperature=(0.35, 0.08), noise_sigma=(0.22, 0.15), clip_latents=False,
@@ -178,7 +178,7 @@ def _cool(model: C3Config, steps: int, rd_lambda: float, description: str) -> Pr
 
 
 # `nvc image --codec c3` (plugins/nvc_c3/image.py): one patch over the whole picture, 2,000 steps in all
-IMAGE_PRESET = _cool(COOL_MODEL, 2000, 1e-3, "image: Cool-Chic-like decoder (1,019 MAC/px), one patch, 2,000 steps")
+IMAGE_PRESET = _cool(COOL_MODEL, 2000, 1e-3, "image: Cool-Chic-like decoder (960 MAC/px), one patch, 2,000 steps")
 PRESETS["c3-intra"] = _cool(COOL_MODEL, 2000, 1e-3, "all-intra: every frame one patch with the image decoder, "
                                                     "2,000 steps per frame")
 PRESETS["c3-tiny-cool"] = _cool(
@@ -187,6 +187,6 @@ PRESETS["c3-tiny-cool"] = _cool(
 PRESETS["c3-fast-cool"] = _cool(
     replace(COOL_MODEL, patch_frames=8), 2000, 1e-3,
     "video: the image decoder on 8-frame whole-frame patches (ARM: 12 nearest latents in this and the previous "
-    "latent frame, and 9 of the next coarser grid; 1,130 MAC/px), 2,000 steps per patch; -74 % BD-rate against "
+    "latent frame, and 9 of the next coarser grid; 1,069 MAC/px), 2,000 steps per patch; -74 % BD-rate against "
     "c3-intra (measured before the coarse context: 500 steps, 128x72 crop, "
     "docs/c3.md)")

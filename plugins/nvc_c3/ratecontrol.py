@@ -175,18 +175,16 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
     if sized:
         target = target or Target("quality", DEFAULT_QUALITY)
         bpp = quality_to_bpp(int(target.value), clip) if target.kind == "quality" else clip.bpp(target)
-        payload = clip.payload_bytes(bpp)
+        default = target.kind == "quality" and preset is None  # the default never asks below the smallest stream
         if name in LADDER_PRESETS:
-            smallest = networks(cfg.model)[0]
-            if target.kind == "quality" and preset is None and "quality" not in ov:
-                bpp = max(bpp, smallest_bpp(smallest, clip))  # the default never asks for less than the smallest
-                payload = clip.payload_bytes(bpp)
-            cfg = replace(cfg, model=choose_network(cfg.model, clip, payload))
+            if default:
+                bpp = max(bpp, smallest_bpp(networks(cfg.model)[0], clip))
+            cfg = replace(cfg, model=choose_network(cfg.model, clip, clip.payload_bytes(bpp)))
         patches = patch_count(cfg.model, clip)
         least = smallest_bpp(cfg.model, clip)
-        if target.kind == "quality" and preset is None and "quality" not in ov:
+        if default:
             bpp = max(bpp, least)
-            payload = clip.payload_bytes(bpp)
+        payload = clip.payload_bytes(bpp)
         lam = predicted_lambda(payload, cfg.model, clip)
         if bpp < least or lam is None or lam > LAMBDA_RANGE[1]:
             raise ConfigError(f"the target is below c3's smallest stream for {clip.width}x{clip.height}x"

@@ -132,7 +132,7 @@ def _quantize(work: Work) -> Work:
     work.records = [dataclasses.replace(r, name=f"patch{i}.{r.name}") for i, c in enumerate(seg.codes)
                     for r in c.records]
     for entry, code in zip(work.report["c3"]["patches"], seg.codes):
-        entry["weight_exponents"] = code.exps
+        entry["weight_steps"] = {n: [e, dz] for n, (e, dz) in code.steps.items()}
     return work
 
 
@@ -171,7 +171,7 @@ def _entropy(work: Work) -> Work:
 
 class C3Codec:
     name = "c3"
-    payload_version = 4  # 4: config key coarse_context (ARM reads the next coarser grid; grids coarse → fine)
+    payload_version = 5  # 4: config key coarse_context (grids coarse → fine); 5: u8 weight-scale codes
     presets = PRESETS
     default_preset = DEFAULT_PRESET
 

@@ -2,9 +2,12 @@
 machinery (`codec.encode_frames` / `codec.decode_segment`), with the image preset of `presets.IMAGE_PRESET`.
 
     payload = width:varint  height:varint  config  segment payload (payload.py)
-    config  = C3Config's fields in declaration order: int → varint, float → f64 (little-endian), bool → u8 0/1,
-              str → u8 index into its allowed values, tuple → count:varint then varints (about 30 bytes; the
+    config  = profile:u8  [fields, only for profile 0]
+    fields  = C3Config's fields in declaration order: int → varint, float → f64 (little-endian), bool → u8 0/1,
+              str → u8 index into its allowed values, tuple → count:varint then varints (about 27 bytes; the
               JSON of the video sequence header would cost ~290, 0.06 bpp on a 256×144 picture)
+
+Profile 1 is the default image decoder (`PROFILES`), one byte instead of 27 (1.2 % of a 0.47 bpp picture).
 
 Entry point: ``nvc_pipe.image_codecs: c3 = "nvc_c3.image:codec"``. Quality q selects λ from `QUALITY_LAMBDAS`;
 `rd_lambda` / `steps` (the CLI's --lambda / --steps) override λ and the total step count.
@@ -29,9 +32,25 @@ from .presets import IMAGE_PRESET, Preset, with_lambda, with_steps
 QUALITY_LAMBDAS = {1: 4e-3, 2: 1e-3, 3: 2.5e-4, 4: 1e-4}  # the λ points of benchmarks/c3_vs_anchor.py
 MAX_SIDE = 1 << 16
 CHOICES = {"context": CONTEXTS, "activation": ("gelu", "relu"), "upsampling": UPSAMPLINGS}
+# Decoders named by one byte. Frozen: a file written with profile 1 decodes with this config for ever, so a change of
+# the image preset's decoder gets a new profile number, never an edit here (tests check IMAGE_PRESET uses one).
+PROFILES = {
+    1: C3Config(num_grids=5, q_step=0.3, synthesis_widths=(16,), per_frame_conv=True, arm_widths=(12, 12),
+                arm_per_grid=False, context="full", context_size=12, arm_residual=True, arm_linear=True,
+                activation="relu", upsampling="learned", synthesis_linear=True, coarse_context=9, patch_frames=1,
+                patch_height=0, patch_width=0),
+}
 
 
 def write_config(cfg: C3Config, w: ByteWriter) -> None:
+    """A profile byte; the fields follow only when `cfg` is none of `PROFILES` (profile 0)."""
+    profile = next((p for p, c in PROFILES.items() if c == cfg), 0)
+    w.u8(profile, "config profile")
+    if not profile:
+        write_fields(cfg, w)
+
+
+def write_fields(cfg: C3Config, w: ByteWriter) -> None:
     for f in fields(C3Config):
         v = getattr(cfg, f.name)
         if f.type == "bool":
@@ -50,6 +69,12 @@ def write_config(cfg: C3Config, w: ByteWriter) -> None:
 
 def read_config(r: ByteReader) -> C3Config:
     """Inverse of `write_config`; BitstreamError for anything out of range (C3Config's own checks included)."""
+    profile = r.u8("config profile")
+    if profile in PROFILES:
+        return PROFILES[profile]
+    if profile:
+        raise BitstreamError(f"corrupt C3 image: unknown decoder profile {profile} (this decoder knows 0, "
+                             f"{', '.join(map(str, PROFILES))}; files of nvc-pipe before C3 payload v5 are not read)")
     d: dict = {}
     for f in fields(C3Config):
         if f.type == "bool":

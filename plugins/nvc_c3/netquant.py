@@ -3,14 +3,14 @@ exact coder parameters the integer ARM gives (what the encoder codes with and th
 
 Network weights are held as `nvc_pipe.bitstream.tensors.TensorRecord`s (integers q, one scale 2^−k per tensor).
 The step is a power of two because the integer ARM shifts by k (arm.py); synthesis weights use the same scheme.
-They are coded as zero-mean quantized Laplace symbols with one scale per tensor (b = mean |q|, sent as fp16), as
+They are coded as zero-mean quantized Laplace symbols with one scale per tensor (b ≈ mean |q|, sent as a u8 code), as
 C3 costs them: the shared categorical blocks of tensors.py carry a histogram per tensor, which for C3's networks
 of a few hundred to a few thousand parameters costs more than the weights themselves (measured: 725 parameters,
-2119 bytes with histograms against about 500 with Laplace). Four exponents are chosen — ARM weights, ARM biases,
-synthesis weights, synthesis biases — greedily in that order (Cool-chic style; C3 grid-searches two float steps),
-each minimising the real cost
+2119 bytes with histograms against about 500 with Laplace). Each tensor's step (exponent, rounding dead zone) is
+chosen by a search (`quantize_patch`: per group, then per tensor; C3 grid-searches two float steps) minimising
+the real cost
 
-    MSE(clip(x̂_q)) + λ · (latent bits under the integer ARM + weight bits) / pixels.
+    MSE(clip(x̂_q)) + λ · (latent bits under the integer ARM + weight bits + tensor headers) / pixels.
 
 Latent symbols are round(2^k·g_k / q_step), clamped to ±255 (the latent alphabet). Information content is
 reported under the coder's model: the Laplace mass with constriction's leaky floor (each of the n alphabet bins
@@ -39,8 +39,7 @@ from .quantizer import laplace_bits
 
 MAX_EXP = 24  # fp16 holds 2^−24 exactly (smallest subnormal)
 WEIGHT_MAX = (1 << 15) - 1  # weight alphabet −32767..32767
-WEIGHT_SCALE_MIN, WEIGHT_SCALE_MAX = 0.05, 30000.0
-TENSOR_HEADER_BITS = 24  # exponent u8 + Laplace scale fp16
+TENSOR_HEADER_BITS = 16  # exponent u8 + Laplace scale code u8
 CODER_FLOOR = 2.0**-24  # constriction's leaky quantizer: smallest probability of a bin
 CHUNK = 1 << 16  # positions per integer-ARM batch at encode time
 GROUPS = ("arm_weight", "arm_bias", "synthesis_weight", "synthesis_bias")
@@ -57,7 +56,7 @@ class PatchCode:
     scales: np.ndarray
     estimate_bits: float  # Σ −log2 P under the exact coder parameters (coder's model, no 16-bit cap)
     crc: int  # CRC-32 of `symbols` as little-endian int16
-    exps: dict[str, int]
+    steps: dict[str, tuple[int, float]]  # per tensor: (exponent k, rounding dead zone)
 
 
 def information_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, alphabet: int) -> float:
@@ -68,10 +67,24 @@ def information_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray,
     return float(-torch.log2(p).sum())
 
 
-def weight_scale(q: np.ndarray) -> float:
-    """Laplace scale of a tensor's integers: the ML estimate mean |q|, clamped, rounded to fp16 (as sent)."""
+def scale_value(code: int) -> float:
+    """The Laplace scale a u8 code stands for: (16 + low nibble) · 2^(high nibble − 9), exact in float64, so every
+    machine has the same coder parameters (0.03125 … 1984, steps of 1/16 … 1/31)."""
+    return float((16 + (code & 15)) * 2.0 ** ((code >> 4) - 9))
+
+
+SCALE_VALUES = np.array([scale_value(c) for c in range(256)])
+
+
+def scale_code(q: np.ndarray) -> int:
+    """u8 code of a tensor's Laplace scale: the value nearest (in log) to the ML estimate mean |q|, clamped."""
     b = float(np.abs(q).mean()) if q.size else 0.0
-    return float(np.float16(min(max(b, WEIGHT_SCALE_MIN), WEIGHT_SCALE_MAX)))
+    return int(np.argmin(np.abs(np.log2(SCALE_VALUES) - math.log2(min(max(b, SCALE_VALUES[0]), SCALE_VALUES[-1])))))
+
+
+def weight_scale(q: np.ndarray) -> float:
+    """Laplace scale of a tensor's integers as sent (`scale_value(scale_code(q))`)."""
+    return scale_value(scale_code(q))
 
 
 def network_bits(records: list[TensorRecord]) -> float:
@@ -85,9 +98,11 @@ def group_of(name: str, ndim: int) -> str:
     return ("arm_" if name.startswith("arms.") else "synthesis_") + ("weight" if ndim > 1 else "bias")
 
 
-def pow2_record(name: str, x: torch.Tensor, exp: int) -> TensorRecord | None:
-    """x quantized to integers · 2^−exp as a kind-1 record; None if an integer needs more than 16 bits."""
-    q = torch.round(x.detach().double().cpu() * 2.0**exp).to(torch.int64).numpy()
+def pow2_record(name: str, x: torch.Tensor, exp: int, deadzone: float = 0.0) -> TensorRecord | None:
+    """x quantized to integers · 2^−exp as a kind-1 record; None if an integer needs more than 16 bits.
+    `deadzone` d rounds magnitudes with fraction below 0.5 + d down (d = 0: round to nearest)."""
+    v = x.detach().double().cpu() * 2.0**exp
+    q = (torch.sign(v) * torch.floor(v.abs() + 0.5 - deadzone)).to(torch.int64).numpy()
     if q.size and int(np.abs(q).max()) > WEIGHT_MAX:
         return None
     scale = np.full((1,) * x.ndim, 2.0**-exp, dtype=np.float16)
@@ -183,10 +198,11 @@ def render_patch(model: PatchModel, symbols: list[torch.Tensor]) -> torch.Tensor
         return model.render([s.to(dev, torch.float32) for s in symbols]).clamp(0, 1)
 
 
-def _records(model: PatchModel, exps: dict[str, int]) -> list[TensorRecord] | None:
+def _records(model: PatchModel, steps: dict[str, tuple[int, float]]) -> list[TensorRecord] | None:
+    """The network's records at per-tensor (exponent, dead zone) `steps`; None if one overflows 16 bits."""
     out = []
     for name, p in model.network_parameters().items():
-        rec = pow2_record(name, p, exps[group_of(name, p.ndim)])
+        rec = pow2_record(name, p, *steps[name])
         if rec is None:
             return None
         out.append(rec)
@@ -194,47 +210,82 @@ def _records(model: PatchModel, exps: dict[str, int]) -> list[TensorRecord] | No
 
 
 def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> PatchCode:
-    """Choose the four weight exponents by the costed greedy search; return the patch's code."""
+    """Choose every tensor's weight step (exponent, rounding dead zone) by the costed search; return the code.
+
+    1. one exponent per group (ARM weights, ARM biases, synthesis weights, synthesis biases), greedily from the
+       preset's lists, round to nearest (Cool-Chic's module-wise search, with power-of-two steps);
+    2. `c3.refine_exponents`: each tensor's own exponent moves by ±1 while that lowers the cost (coordinate
+       descent, up to 3 passes; the exponent is sent per tensor anyway);
+    3. `c3.weight_deadzones`: each tensor keeps the dead zone (round-to-nearest shifted towards zero) that costs
+       least, a per-tensor stand-in for RDOQ.
+    Nothing here changes the format: the decoder reads integers and one exponent per tensor."""
     c3 = preset.c3
     symbols = quantized_symbols(model)
     pixels = target[..., 0].numel()
     dev = target.device
+    params = model.network_parameters()
+    groups = {n: group_of(n, p.ndim) for n, p in params.items()}
+    syn_names = [n for n in params if not n.startswith("arms.")]
+    arm_names = [n for n in params if n.startswith("arms.")]
     probe = copy.deepcopy(model)  # the decoder with quantized synthesis/upsampling weights
     probe_params = {n: p for n, p in probe.network_parameters().items() if not n.startswith("arms.")}
     floats = [s.to(dev, torch.float32) for s in symbols]
     mse_cache: dict[tuple, float] = {}
     rate_cache: dict[tuple, float] = {}
+    net_cache: dict[tuple, float] = {}
 
-    def cost(exps: dict[str, int]) -> float:
-        records = _records(model, exps)
+    def cost(steps: dict[str, tuple[int, float]]) -> float:
+        records = _records(model, steps)
         if records is None:
             return math.inf
         by_name = {r.name: r for r in records}
-        syn_key = (exps["synthesis_weight"], exps["synthesis_bias"])
+        syn_key = tuple(steps[n] for n in syn_names)
         if syn_key not in mse_cache:
             with torch.no_grad():
                 for n, p in probe_params.items():
                     p.copy_(torch.from_numpy(by_name[n].values()).reshape(p.shape))
                 mse_cache[syn_key] = float(F.mse_loss(probe.render(floats).clamp(0, 1), target))
-        arm_key = (exps["arm_weight"], exps["arm_bias"])
+        arm_key = tuple(steps[n] for n in arm_names)
         if arm_key not in rate_cache:
             rate_cache[arm_key] = latent_code(model, by_name, symbols)[3]
-        bits = rate_cache[arm_key] + network_bits(records) + TENSOR_HEADER_BITS * len(records)
-        return mse_cache[syn_key] + c3.rd_lambda * bits / pixels
+        for r in records:
+            net_cache.setdefault((r.name, steps[r.name]), network_bits([r]))
+        bits = rate_cache[arm_key] + sum(net_cache[(n, st)] for n, st in steps.items())
+        return mse_cache[syn_key] + c3.rd_lambda * (bits + TENSOR_HEADER_BITS * len(records)) / pixels
 
-    exps = {"arm_weight": 8, "arm_bias": 10, "synthesis_weight": 10, "synthesis_bias": 12}
+    start = {"arm_weight": 8, "arm_bias": 10, "synthesis_weight": 10, "synthesis_bias": 12}
+    steps = {n: (start[g], 0.0) for n, g in groups.items()}
     choices = {"arm_weight": c3.arm_weight_exps, "arm_bias": c3.arm_bias_exps,
                "synthesis_weight": c3.synthesis_weight_exps, "synthesis_bias": c3.synthesis_bias_exps}
     for group in GROUPS:
-        scored = [(cost({**exps, group: e}), e) for e in choices[group]]
-        best_cost, best_e = min(scored)
+        members = [n for n, g in groups.items() if g == group]
+        best_cost, best_e = min((cost({**steps, **{n: (e, 0.0) for n in members}}), e) for e in choices[group])
         if math.isfinite(best_cost):
-            exps[group] = best_e
-    records = _records(model, exps)
-    while records is None and min(exps.values()) > 0:  # every candidate overflowed 16 bits: coarser steps
-        exps = {g: max(0, e - 2) for g, e in exps.items()}
-        records = _records(model, exps)
+            steps.update({n: (best_e, 0.0) for n in members})
+    best = cost(steps)
+    for _ in range(3 if c3.refine_exponents and math.isfinite(best) else 0):
+        moved = False
+        for name in params:
+            for delta in (-1, 1):
+                while 0 <= steps[name][0] + delta <= MAX_EXP:
+                    trial = {**steps, name: (steps[name][0] + delta, 0.0)}
+                    c = cost(trial)
+                    if c >= best:
+                        break
+                    best, steps, moved = c, trial, True
+        if not moved:
+            break
+    for name in params if math.isfinite(best) else ():
+        exp = steps[name][0]
+        for dz in c3.weight_deadzones:
+            c = cost({**steps, name: (exp, dz)})
+            if c < best:
+                best, steps = c, {**steps, name: (exp, dz)}
+    records = _records(model, steps)
+    while records is None and min(e for e, _ in steps.values()) > 0:  # every candidate overflowed 16 bits
+        steps = {n: (max(0, e - 2), 0.0) for n, (e, _) in steps.items()}
+        records = _records(model, steps)
     if records is None:
         raise RuntimeError("C3 network weights too large to quantize to 16 bits")
     syms, means, scales, bits = latent_code(model, {r.name: r for r in records}, symbols)
-    return PatchCode(records, symbols, syms, means, scales, bits, symbols_crc(syms), exps)
+    return PatchCode(records, symbols, syms, means, scales, bits, symbols_crc(syms), steps)

@@ -2,8 +2,8 @@
 
     payload = patch_count:varint  network{patch_count}  latent_crc:u32{patch_count}  weight_crc:u32
               weights:blob  latents:blob
-    network = [window_dy:i8 window_dx:i8]{3 if context = "learned"}  (exponent:u8 laplace_scale:fp16){tensors}
-    weights = one quantized-Laplace block (alphabet −32767..32767, mean 0, the tensor's scale): every patch's
+    network = [window_dy:i8 window_dx:i8]{3 if context = "learned"}  (exponent:u8 scale_code:u8){tensors}
+    weights = one quantized-Laplace block (alphabet −32767..32767, mean 0, scale `netquant.scale_value(code)`): every patch's
               tensors in parameter order, each in C order; a value is q · 2^−exponent
     latents = one quantized-Laplace block (alphabet −255..255): every patch in order, each patch's grids
               in `model.grid_order` (0..K−1, or K−1..0 with a coarse context), each grid in wavefront decode
@@ -31,8 +31,8 @@ from nvc_pipe.errors import BitstreamError
 
 from . import arm
 from .model import C3Config, PatchModel, coarse_offsets, grid_contexts, grid_order, grid_shapes, num_windows
-from .netquant import (MAX_EXP, WEIGHT_MAX, WEIGHT_SCALE_MAX, PatchCode, int_arm,
-                       network_bits, record_exponent, symbols_crc, weight_scale)
+from .netquant import (MAX_EXP, WEIGHT_MAX, PatchCode, int_arm, network_bits, record_exponent, scale_code,
+                       scale_value, symbols_crc)
 
 
 MAX_WINDOW = 64  # |dy|, |dx| of a learned window
@@ -55,11 +55,11 @@ def write_payload(codes: list[PatchCode], windows: list[list[tuple[int, int]]]) 
             w.i8(dy, "window dy")
             w.i8(dx, "window dx")
         for rec in code.records:
-            scale = weight_scale(rec.quant.q)
+            code = scale_code(rec.quant.q)
             w.u8(record_exponent(rec), "weight exponent")
-            w.f16_array(np.array([scale]))
+            w.u8(code, "weight scale code")
             q.append(rec.quant.q.reshape(-1))
-            b.append(np.full(rec.quant.q.size, scale))
+            b.append(np.full(rec.quant.q.size, scale_value(code)))
     header_bits = 8 * len(w)
     for code in codes:
         w.u32(code.crc, "latent crc")
@@ -108,9 +108,9 @@ def read_payload(payload: bytes, cfg: C3Config, boxes: list[tuple[int, ...]]) ->
         tensors = []
         for name, shape in network_shapes(cfg, (pt, ph, pw)):
             exp = r.u8("weight exponent")
-            scale = float(r.f16_array(1, "weight scale")[0])
-            if exp > MAX_EXP or not 0 < scale <= WEIGHT_SCALE_MAX:  # (also rejects NaN)
-                raise BitstreamError(f"corrupt C3 payload: {name} has exponent {exp}, Laplace scale {scale}")
+            scale = scale_value(r.u8("weight scale code"))  # every code is a valid scale
+            if exp > MAX_EXP:
+                raise BitstreamError(f"corrupt C3 payload: {name} has weight exponent {exp} (at most {MAX_EXP})")
             tensors.append((name, shape, exp, scale))
         headers.append((windows, tensors))
     crcs = [r.u32("latent crc") for _ in boxes]

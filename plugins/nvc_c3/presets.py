@@ -55,6 +55,8 @@ class C3Train:
     arm_bias_exps: tuple[int, ...] = (6, 8, 10, 12, 14)
     synthesis_weight_exps: tuple[int, ...] = (5, 6, 7, 8, 9, 10, 11, 12)
     synthesis_bias_exps: tuple[int, ...] = (6, 8, 10, 12, 14)
+    refine_exponents: bool = True  # then each tensor's own exponent by coordinate descent (netquant.py)
+    weight_deadzones: tuple[float, ...] = (0.1, 0.2, 0.3)  # then each tensor's rounding dead zone, costed
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ NETWORKS = (
 LADDER_PRESETS = ("c3-fast", "c3-fast-hq", "c3-fast-lq")
 NET_SHARE = 0.25  # the network may take this share of a patch's payload
 # coded size of a patch network: RECORD_BYTES per tensor (step exponent + Laplace scale) + bits per parameter
-RECORD_BYTES = 3
+RECORD_BYTES = 2  # payload v5: exponent u8 + scale code u8
 NET_BITS_PER_PARAM = 5.6
 # λ model (measured on our CPU encodes, docs/ratecontrol.md): latent bpp at λ = 1e-3 falls with the clip's size
 LATENT_BPP_AT_1E3 = 0.32  # … for a segment of REFERENCE_PIXELS

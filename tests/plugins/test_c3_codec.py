@@ -72,15 +72,15 @@ def test_bpp_comes_from_the_bytes_on_disk(encoded):
     assert rep["psnr_rgb"] == pytest.approx(c3["psnr_rgb"], abs=1e-3)  # api decoded the AU back: same frames
 
 
-def test_a_version_3_stream_is_refused_before_any_payload_is_read(encoded, tmp_path):
-    """Payload v4 codes grids coarsest first when the ARM has a coarse context: v3 streams are refused cleanly."""
+def test_a_version_4_stream_is_refused_before_any_payload_is_read(encoded, tmp_path):
+    """Payload v5 (u8 weight-scale codes; v4: fp16 scales) is the only one read: v4 streams are refused cleanly."""
     from nvc_pipe.bitstream.spec import pack_stream_header, parse_stream_header
 
     seq, rest = parse_stream_header((encoded["dir"] / "clip.nvc").read_bytes())
-    assert seq.payload_version == nvc_c3.codec.payload_version == 4
-    old = tmp_path / "v3.nvc"
-    old.write_bytes(pack_stream_header(dataclasses.replace(seq, payload_version=3)) + rest)
-    with pytest.raises(BitstreamError, match="c3 payload version 3 is not supported"):
+    assert seq.payload_version == nvc_c3.codec.payload_version == 5
+    old = tmp_path / "v4.nvc"
+    old.write_bytes(pack_stream_header(dataclasses.replace(seq, payload_version=4)) + rest)
+    with pytest.raises(BitstreamError, match="c3 payload version 4 is not supported"):
         api.decode_file(str(old), str(tmp_path / "out.y4m"), device="cpu")
     assert not (tmp_path / "out.y4m").exists()
 

@@ -99,8 +99,11 @@ def test_config_is_compact_and_strict():
         assert read_config(ByteReader(w.getvalue())) == preset.model
     w = ByteWriter()
     write_config(IMAGE_PRESET.model, w)
+    assert w.getvalue() == b"\x01"  # the default decoder is profile 1: one byte
+    w = ByteWriter()
+    write_config(PRESETS["c3-fast"].model, w)
     data = w.getvalue()
-    assert len(data) < 40  # the sequence header's JSON of the same config is ~290 bytes
+    assert data[0] == 0 and len(data) < 40  # the sequence header's JSON of the same config is ~290 bytes
     for i in range(len(data)):  # every truncation, and any byte set to 0xff, is rejected or still a valid config
         with pytest.raises(BitstreamError):
             read_config(ByteReader(data[:i]))

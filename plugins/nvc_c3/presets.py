@@ -31,7 +31,8 @@ class C3Train:
     kumaraswamy_a: tuple[float, float] = (1.75, 1.0)  # noise shape, start → end of stage 1
     noise_sigma: tuple[float, float] = (0.22, 0.15)  # Gaussian noise σ, start → end of stage 1
     clip_latents: bool = True  # the gradient clip covers the latents too (C3) or the network weights only
-    final: str = "plateau"  # stage 2: C3's STE with LR decay on plateau, or "hard" (frozen rounded latents)
+    final: str = "plateau"  # stage 2: C3's STE with LR decay on plateau, "hard" (frozen rounded latents, cosine LR)
+    #                         or "ste" (as "hard", the latents trained through STE)
     warmup_candidates: int = 0  # > 1: Cool-Chic's warm-up over that many random starts
     warmup_keep: int = 2  # … of which the best few train another warmup_steps
     warmup_steps: int = 50

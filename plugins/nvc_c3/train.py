@@ -13,8 +13,9 @@ optimisation step (warm-up candidates included):
   σ linear over the stage; Adam with a cosine LR from `TrainConfig.lr` to `TrainConfig.min_lr`; global-norm
   clipping at `TrainConfig.grad_clip`, of every parameter (`clip_latents`) or of the network weights only.
 * stage 2, `final = "plateau"` (C3): straight-through rounding (gradient of s_T, T = 1e-4), Adam at 1e-4,
-  ×0.8 after `stage2_patience` steps without a new best loss, at most `stage2_steps`; `final = "hard"`
-  (Cool-Chic): latents rounded and frozen, the networks train `stage2_steps` at a cosine LR from `stage2_lr`.
+  ×0.8 after `stage2_patience` steps without a new best loss, at most `stage2_steps`; `final = "hard"`:
+  latents rounded and frozen, the networks train `stage2_steps` at a cosine LR from `stage2_lr`; `final = "ste"`
+  (Cool-Chic 5's last phase): as "hard", but the latents train too, through the straight-through rounding.
   Either way the best parameters seen (the end of stage 1 included, measured with hard rounding) are kept.
 * optimiser (`optimizer`): Adam on everything, or "soap": SOAP (soap.py) on the network weights, Adam on the
   latents, as Cool-Chic 5.
@@ -136,9 +137,10 @@ def hard_loss(model: PatchModel, target: torch.Tensor, preset: Preset) -> float:
 def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, progress: bool,
             history: list[dict], ck: Steps | None = None) -> None:
     c3 = preset.c3
-    hard = c3.final == "hard"
-    quant = _hard if hard else (lambda y: ste_round(y, c3.ste_temperature))
-    if hard:
+    frozen = c3.final == "hard"
+    cosine = c3.final in ("hard", "ste")  # else the plateau schedule
+    quant = _hard if frozen else (lambda y: ste_round(y, c3.ste_temperature))
+    if frozen:
         for p in model.latents.parameters():
             p.requires_grad_(False)
     opt = _optimizer(model, c3.stage2_lr, c3)
@@ -156,17 +158,17 @@ def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, 
             best, best_state, since = value, copy.deepcopy(model.state_dict()), 0
             history.append({"stage": "c3-" + c3.final, "step": step, "loss": best, "mse": float(mse),
                             "bits": float(bits)})
-        elif hard:
+        elif cosine:
             pass
         else:
             since += 1
             if since > c3.stage2_patience:
                 lr, since = lr * c3.stage2_factor, 0
-        if hard:
+        if cosine:
             lr = c3.stage2_lr * 0.5 * (1 + math.cos(math.pi * step / max(c3.stage2_steps, 1)))
         for g in opt.param_groups:
             g["lr"] = lr
-        if lr < c3.stage2_min_lr and not hard or step == c3.stage2_steps:
+        if lr < c3.stage2_min_lr and not cosine or step == c3.stage2_steps:
             break  # the last evaluation above already measured the final parameters
         opt.zero_grad(set_to_none=True)
         loss.backward()

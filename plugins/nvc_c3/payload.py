@@ -3,8 +3,8 @@
     payload = patch_count:varint  network{patch_count}  latent_crc:u32{patch_count}  weight_crc:u32
               weights:blob  latents:blob
     network = [window_dy:i8 window_dx:i8]{3 if context = "learned"}  (exponent:u8 scale_code:u8){tensors}
-    weights = one quantized-Laplace block (alphabet −32767..32767, mean 0, scale `netquant.scale_value(code)`): every patch's
-              tensors in parameter order, each in C order; a value is q · 2^−exponent
+    weights = one quantized-Laplace block (alphabet −32767..32767, mean 0, scale `netquant.scale_value(code)`):
+              every patch's tensors in parameter order, each in C order; a value is q · 2^−exponent
     latents = one quantized-Laplace block (alphabet −255..255): every patch in order, each patch's grids
               in `model.grid_order` (0..K−1, or K−1..0 with a coarse context), each grid in wavefront decode
               order (arm.py), parameters from the integer ARM

@@ -240,6 +240,25 @@ def test_c3_network_shrinks_with_the_patch_budget():
     assert rc.configure(None, None, {"lambda": 1e-3}, tiny).model.synthesis_widths == (12, 12)
 
 
+def test_c3_cool_decoder_has_its_own_lambda_model():
+    """c3-fast-cool's latents fall more slowly with λ (β 0.47, fitted on the Bunny curve) than c3-fast's (0.65):
+    its first λ is its own model inverted, and its first correction follows its own slope."""
+    from nvc_c3 import ratecontrol as rc
+    from nvc_c3.presets import PRESETS
+
+    assert rc.lambda_model(PRESETS["c3-fast-cool"].model) == (rc.COOL_LATENT_BPP_AT_1E3, rc.COOL_BETA)
+    assert rc.lambda_model(PRESETS["c3-intra"].model)[1] == rc.COOL_BETA
+    assert rc.lambda_model(PRESETS["c3-fast"].model) == (rc.LATENT_BPP_AT_1E3, rc.BETA)
+    clip = _clip(256, 144, 24, fps=25)
+    cfg = rc.configure("c3-fast-cool", Target("bitrate", 200_000), {"steps": 300}, clip)
+    payload = clip.payload_bytes(cfg.aim_bpp)
+    latent = payload - rc.patch_count(cfg.model, clip) * rc.net_bytes(cfg.model, clip)
+    b = rc.COOL_LATENT_BPP_AT_1E3 * (clip.segment_pixels / rc.REFERENCE_PIXELS) ** -rc.SIZE_EXPONENT
+    assert 8 * latent / clip.segment_pixels == pytest.approx(b * (cfg.c3.rd_lambda / 1e-3) ** -rc.COOL_BETA)
+    _, info = rc.correct(cfg, payload, round(1.3 * payload), clip)
+    assert info["slope"] == rc.COOL_BETA
+
+
 def test_c3_corrects_lambda_once_in_the_right_direction():
     from nvc_c3 import ratecontrol as rc
 

@@ -4,8 +4,9 @@
                   patches against one on a 256x144 frame, docs/ratecontrol.md), PATCH_FRAMES frames per patch
     network       the largest of NETWORKS (smallest first, the preset's own last) whose predicted coded size is
                   at most NET_SHARE of a patch's payload: tiny clips and low rates get smaller decoders
-    λ model       payload ≈ patches · net_bytes + pixels · b · (λ / 1e-3)^−BETA / 8, with the latent bpp at 1e-3
-                  b = LATENT_BPP_AT_1E3 · (pixels / REFERENCE_PIXELS)^−SIZE_EXPONENT (small clips cost more)
+    λ model       payload ≈ patches · net_bytes + pixels · b · (λ / 1e-3)^−β / 8, with the latent bpp at 1e-3
+                  b = b_ref · (pixels / REFERENCE_PIXELS)^−SIZE_EXPONENT (small clips cost more); (b_ref, β) per
+                  decoder family (`lambda_model`: C3's own, or the Cool-Chic-like decoder of c3-fast-cool)
     correct       if the first segment's real payload misses its budget by more than TOLERANCE, λ moves along
                   the model's slope and the segment is encoded again; if that misses too, once more along the
                   slope the two encodes measured (short trial runs code far less than full runs at the same
@@ -50,6 +51,10 @@ LATENT_BPP_AT_1E3 = 0.32  # … for a segment of REFERENCE_PIXELS
 REFERENCE_PIXELS = 600_000
 SIZE_EXPONENT = 0.22
 BETA = 0.65
+# the Cool-Chic-like decoder (COOL_MODEL: shared residual ARM with coarse context, learned upsampling), fitted on
+# the six encodes of the Bunny 256x144x24 curve at 300 steps (docs/ratecontrol.md, session 12)
+COOL_LATENT_BPP_AT_1E3 = 0.353
+COOL_BETA = 0.47
 LAMBDA_RANGE = (1e-6, 1.0)
 MAX_LATENT_BPP = 1.6  # latents saturate (64x64x8, 1,410 steps: 1.7 bpp of latents at λ 8.8e-6, 300k asked → -16 %)
 TOLERANCE = 0.07  # an encode this close to its budget is kept
@@ -121,14 +126,22 @@ def choose_network(model, clip: Clip, payload_bytes: float):
     return fits[-1] if fits else options[0]
 
 
+def lambda_model(model) -> tuple[float, float]:
+    """(latent bpp at λ 1e-3 for a REFERENCE_PIXELS segment, slope β) of this decoder's family."""
+    if model.arm_residual and model.coarse_context > 0:  # the Cool-Chic-like decoder
+        return COOL_LATENT_BPP_AT_1E3, COOL_BETA
+    return LATENT_BPP_AT_1E3, BETA
+
+
 def predicted_lambda(payload_bytes: float, model, clip: Clip) -> float | None:
     """λ for a segment payload of `payload_bytes`; None when the networks alone are over it."""
     latent_bits = 8 * (payload_bytes - patch_count(model, clip) * net_bytes(model, clip))
     if latent_bits <= 0:
         return None
     bpp = latent_bits / clip.segment_pixels
-    at_1e3 = LATENT_BPP_AT_1E3 * (clip.segment_pixels / REFERENCE_PIXELS) ** -SIZE_EXPONENT
-    return 1e-3 * (at_1e3 / bpp) ** (1 / BETA)
+    b_ref, beta = lambda_model(model)
+    at_1e3 = b_ref * (clip.segment_pixels / REFERENCE_PIXELS) ** -SIZE_EXPONENT
+    return 1e-3 * (at_1e3 / bpp) ** (1 / beta)
 
 
 def smallest_bpp(model, clip: Clip) -> float:
@@ -239,7 +252,7 @@ def plan(cfg: Preset, clip: Clip) -> dict:
 
 def correct(cfg: Preset, budget_bytes: int, coded_bytes: int, clip: Clip) -> tuple[Preset, dict] | None:
     """λ for another encode of the segment from the real coded size, or None when within TOLERANCE (or after
-    MAX_CORRECTIONS). The first correction moves λ along the model's slope BETA; later ones along the slope the
+    MAX_CORRECTIONS). The first correction moves λ along the model's slope β; later ones along the slope the
     last two encodes measured (a secant in log λ, log latent bytes), since the real slope varies 0.4–1.05 from
     clip to clip, with the step in log λ no longer than the last one: when the two encodes bracket the budget
     that keeps λ between theirs, and a flat, noisy pair cannot throw it far (docs/ratecontrol.md)."""
@@ -252,7 +265,7 @@ def correct(cfg: Preset, budget_bytes: int, coded_bytes: int, clip: Clip) -> tup
 
     tried = (*cfg.tried, (cfg.c3.rd_lambda, coded_bytes))
     lam = cfg.c3.rd_lambda
-    slope = BETA
+    slope = lambda_model(cfg.model)[1]
     if len(tried) >= 2:
         (lam_a, bytes_a), (lam_b, bytes_b) = tried[-2:]
         if lam_a != lam_b and bytes_a != bytes_b:

@@ -152,14 +152,19 @@ def quantized_symbols(model: PatchModel) -> list[torch.Tensor]:
                 for k in range(len(model.latents))]
 
 
-def grid_coder_params(model: PatchModel, layers: IntArm, k: int, symbols: torch.Tensor,
-                      coarser: torch.Tensor | None = None):
-    """(means, scales) of every position of grid k, raster order, from the integer ARM (`coarser`: grid k + 1)."""
+def grid_context_matrix(model: PatchModel, k: int, symbols: torch.Tensor,
+                        coarser: torch.Tensor | None = None) -> np.ndarray:
+    """(positions, inputs) int64 ARM inputs of every position of grid k, raster order (`coarser`: grid k + 1);
+    they depend on the symbols only, so a search over the ARM's weights gathers them once."""
     a = model.arm(k)
     ctx = all_contexts(symbols, a.offsets)
     if a.coarse:
         ctx = torch.cat([ctx, coarse_inputs(coarser, tuple(symbols.shape), a.coarse)], dim=1)
-    ctx = ctx.numpy()
+    return ctx.numpy()
+
+
+def grid_coder_params(layers: IntArm, ctx: np.ndarray):
+    """(means, scales) of the positions whose ARM inputs are the rows of `ctx`, from the integer ARM."""
     mus, raws = zip(*(int_arm_forward(layers, ctx[i : i + CHUNK]) for i in range(0, ctx.shape[0], CHUNK)))
     return coder_params(np.concatenate(mus), np.concatenate(raws))
 
@@ -170,7 +175,7 @@ def latent_code(model: PatchModel, records: dict[str, TensorRecord], symbols: li
     for k in grid_order(model.cfg):
         s = symbols[k]
         coarser = symbols[k + 1] if k + 1 < len(symbols) else None
-        means, scales = grid_coder_params(model, int_arm(records, model.cfg, k), k, s, coarser)
+        means, scales = grid_coder_params(int_arm(records, model.cfg, k), grid_context_matrix(model, k, s, coarser))
         perm = decode_permutation(tuple(s.shape), wavefront_slope(model.arm(k).offsets))
         out_s.append(s.reshape(-1).numpy()[perm])
         out_m.append(means[perm])
@@ -226,7 +231,10 @@ def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> P
     params = model.network_parameters()
     groups = {n: group_of(n, p.ndim) for n, p in params.items()}
     syn_names = [n for n in params if not n.startswith("arms.")]
-    arm_names = [n for n in params if n.startswith("arms.")]
+    grid_arms = [[n for n in params if n.startswith(arm_prefix(model.cfg, k))] for k in range(len(symbols))]
+    contexts = [grid_context_matrix(model, k, symbols[k], symbols[k + 1] if k + 1 < len(symbols) else None)
+                for k in range(len(symbols))]
+    flat = [g.reshape(-1).numpy() for g in symbols]
     probe = copy.deepcopy(model)  # the decoder with quantized synthesis/upsampling weights
     probe_params = {n: p for n, p in probe.network_parameters().items() if not n.startswith("arms.")}
     floats = [s.to(dev, torch.float32) for s in symbols]
@@ -245,12 +253,16 @@ def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> P
                 for n, p in probe_params.items():
                     p.copy_(torch.from_numpy(by_name[n].values()).reshape(p.shape))
                 mse_cache[syn_key] = float(F.mse_loss(probe.render(floats).clamp(0, 1), target))
-        arm_key = tuple(steps[n] for n in arm_names)
-        if arm_key not in rate_cache:
-            rate_cache[arm_key] = latent_code(model, by_name, symbols)[3]
+        bits = 0.0
+        for k, names in enumerate(grid_arms):  # a grid's rate depends on its own ARM only (per-grid ARMs)
+            key = (k, *(steps[n] for n in names))
+            if key not in rate_cache:
+                means, scales = grid_coder_params(int_arm(by_name, model.cfg, k), contexts[k])
+                rate_cache[key] = information_bits(flat[k], means, scales, 2 * SYMBOL_MAX + 1)
+            bits += rate_cache[key]
         for r in records:
             net_cache.setdefault((r.name, steps[r.name]), network_bits([r]))
-        bits = rate_cache[arm_key] + sum(net_cache[(n, st)] for n, st in steps.items())
+        bits += sum(net_cache[(n, st)] for n, st in steps.items())
         return mse_cache[syn_key] + c3.rd_lambda * (bits + TENSOR_HEADER_BITS * len(records)) / pixels
 
     start = {"arm_weight": 8, "arm_bias": 10, "synthesis_weight": 10, "synthesis_bias": 12}

@@ -257,6 +257,9 @@ def test_c3_cool_decoder_has_its_own_lambda_model():
     assert 8 * latent / clip.segment_pixels == pytest.approx(b * (cfg.c3.rd_lambda / 1e-3) ** -rc.COOL_BETA)
     _, info = rc.correct(cfg, payload, round(1.3 * payload), clip)
     assert info["slope"] == rc.COOL_BETA
+    # its plan's time estimate uses its own (slower) step time: 300 steps over 24 frames of 256x144
+    assert rc.plan(cfg, clip)["estimated_s"] == pytest.approx(rc.COOL_SECONDS_PER_PIXEL_STEP * 24 * 256 * 144 * 300,
+                                                              rel=0.01)
 
 
 def test_c3_corrects_lambda_once_in_the_right_direction():

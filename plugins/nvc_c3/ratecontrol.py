@@ -69,6 +69,9 @@ SMALL_CLIP_MAX = 2.8  # at most 2.8x (0.28 bpp): the default stays under 0.3 bpp
 STEPS_AT_1M = 600
 STEP_RANGE = (300, 2000)
 SECONDS_PER_PIXEL_STEP = 1.1e-6  # CPU, one thread, c3-fast widths, quiet core (docs/ratecontrol.md)
+# the Cool-Chic-like decoder, same box (session 12): 1.41e-6 (256x144 image, 2,000 steps), 1.44e-6 (128x72x8
+# video, 500 steps), 1.54e-6 (Bunny 256x144x24, 300 steps, one encode with its quantization search)
+COOL_SECONDS_PER_PIXEL_STEP = 1.5e-6
 
 
 def _split(n: int, size: int) -> list[int]:
@@ -126,11 +129,19 @@ def choose_network(model, clip: Clip, payload_bytes: float):
     return fits[-1] if fits else options[0]
 
 
+def is_cool(model) -> bool:
+    """The Cool-Chic-like decoder family (presets.COOL_MODEL: shared residual ARM with coarse context)."""
+    return model.arm_residual and model.coarse_context > 0
+
+
 def lambda_model(model) -> tuple[float, float]:
     """(latent bpp at λ 1e-3 for a REFERENCE_PIXELS segment, slope β) of this decoder's family."""
-    if model.arm_residual and model.coarse_context > 0:  # the Cool-Chic-like decoder
-        return COOL_LATENT_BPP_AT_1E3, COOL_BETA
-    return LATENT_BPP_AT_1E3, BETA
+    return (COOL_LATENT_BPP_AT_1E3, COOL_BETA) if is_cool(model) else (LATENT_BPP_AT_1E3, BETA)
+
+
+def pixel_step_seconds(model) -> float:
+    """CPU seconds per pixel and step of this decoder's family (one thread, quiet core)."""
+    return COOL_SECONDS_PER_PIXEL_STEP if is_cool(model) else SECONDS_PER_PIXEL_STEP
 
 
 def predicted_lambda(payload_bytes: float, model, clip: Clip) -> float | None:
@@ -226,7 +237,7 @@ def aimed_bpp(cfg: Preset) -> float | None:
 
 def seconds_per_step(cfg: Preset, clip: Clip) -> float:
     """Per patch step, all patches of a segment together (CPU estimate from the measured constant)."""
-    return SECONDS_PER_PIXEL_STEP * clip.segment_pixels
+    return pixel_step_seconds(cfg.model) * clip.segment_pixels
 
 
 def plan(cfg: Preset, clip: Clip) -> dict:
@@ -236,7 +247,7 @@ def plan(cfg: Preset, clip: Clip) -> dict:
     steps = total_steps(cfg)
     latents = round(clip.segment_pixels * sum(8.0 ** -k for k in range(m.num_grids)))
     params = sum(math.prod(s) for _, s in network_shapes(m, patch_shape(m, clip)))
-    seconds = SECONDS_PER_PIXEL_STEP * clip.segment_pixels * steps * segments
+    seconds = pixel_step_seconds(m) * clip.segment_pixels * steps * segments
     return {"parameters": None,  # per-segment parameters are HiNeRV's; diskcheck sizes C3 by its latents
             "network_parameters": params * patches * segments, "latents": latents * segments,
             "patches": patches * segments,

@@ -233,7 +233,7 @@ def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> P
     syn_names = [n for n in params if not n.startswith("arms.")]
     grid_arms = [[n for n in params if n.startswith(arm_prefix(model.cfg, k))] for k in range(len(symbols))]
     contexts = [grid_context_matrix(model, k, symbols[k], symbols[k + 1] if k + 1 < len(symbols) else None)
-                for k in range(len(symbols))]
+                .astype(np.int16) for k in range(len(symbols))]  # symbols are within ±255: a quarter of int64
     flat = [g.reshape(-1).numpy() for g in symbols]
     probe = copy.deepcopy(model)  # the decoder with quantized synthesis/upsampling weights
     probe_params = {n: p for n, p in probe.network_parameters().items() if not n.startswith("arms.")}

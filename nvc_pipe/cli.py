@@ -181,6 +181,8 @@ def _cmd_encode(args) -> int:
                              ray_address=args.ray_address, checkpoint_every=args.checkpoint_every)
     finally:
         bar.close()
+    for line in report["warnings"]:  # e.g. a rate target missed: the stream is kept, the user is told
+        _note(f"{PROG}: warning: {line}")
     out = sys.stderr if args.output == "-" else sys.stdout  # stdout holds the stream
     if args.json:
         print(json.dumps(report, indent=2), file=out)

@@ -107,6 +107,23 @@ def test_plan_is_printed_and_the_target_travels_to_info(capsys, clip64, tmp_path
     assert "target 300kb/s" in info and "achieved" in info
 
 
+def test_a_missed_target_keeps_the_stream_and_says_so_in_one_line(capsys, clip64, tmp_path):
+    """4 steps cannot bring c3 to 0.6 bpp on 64x64x8 (it codes ~0.17): the valid stream is kept, stderr has one
+    warning with the achieved rate and the miss, and the JSON report lists it."""
+    import json
+
+    out = tmp_path / "o.mkv"
+    assert cli.main(["encode", str(clip64), "-o", str(out), "-c", "c3", "--bpp", "0.6", "--steps", "4", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    missed = [ln for ln in captured.err.splitlines() if "warning" in ln]
+    assert abs(report["bpp"] / 0.6 - 1) > 0.10 and out.exists()
+    assert len(missed) == 1 and missed[0].startswith("nvc: warning: the video stream is")
+    assert "0.6 bpp asked" in missed[0]
+    assert report["warnings"] == [missed[0].removeprefix("nvc: warning: ")]
+    assert cli.main(["info", str(out)]) == 0 and "target 0.6 bpp" in capsys.readouterr().out
+
+
 def test_hinerv_achieves_its_bitrate_on_a_tiny_clip(clip64, tmp_path):
     from nvc_pipe.api import encode_file
 

@@ -40,7 +40,7 @@ from .media.sink import open_sink
 from .media.spool import spool_stdin
 from .metrics import bpp
 from .plugins import ImageCodec, VideoCodec, available_codecs, available_image_codecs, load_codec, load_image_codec
-from .rate import DEFAULT_QUALITY, Clip, Target
+from .rate import DEFAULT_QUALITY, Clip, Target, rate_miss
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,8 @@ def _encode(input_path, output_path, plugin, spec, preset, target, overrides, de
     if ckpt:
         ckpt.remove()
     achieved_bpp = bpp(stream_bytes, n, info.width, info.height)
-    warnings = [_rate_miss(name, target_info, achieved_bpp, clip)] if _rate_missed(target_info, achieved_bpp) else []
+    missed = rate_miss(name, target_info, achieved_bpp, clip) if target_info else None
+    warnings = [missed] if missed else []
     return {
         "input": input_path, "output": output_path, "container": container, "codec": name,
         "preset": (preset or plugin.default_preset) if plugin else None, "device": str(dev), "frames": n,
@@ -264,23 +265,6 @@ def _target_info(target: Target | None, aimed_bpp: float | None, clip: Clip | No
     out = target.to_dict() if target is not None else {"kind": "quality", "value": DEFAULT_QUALITY, "default": True}
     out.update({"stream_bpp": round(aimed_bpp, 6), "bitrate_bps": round(clip.bitrate(aimed_bpp), 1)})
     return out
-
-
-RATE_MISS = 0.10  # rate control's promise: a rate target the plan accepts lands within this
-
-
-def _rate_missed(target_info: dict | None, achieved_bpp: float) -> bool:
-    """True when a bitrate or bpp target (not a quality) missed by more than RATE_MISS."""
-    return bool(target_info) and target_info["kind"] in ("bitrate", "bpp") \
-        and abs(achieved_bpp / target_info["stream_bpp"] - 1) > RATE_MISS
-
-
-def _rate_miss(codec: str, target_info: dict, achieved_bpp: float, clip: Clip) -> str:
-    """One line for a missed target: the stream is valid and kept; the user learns how far off it is."""
-    error = 100 * (achieved_bpp / target_info["stream_bpp"] - 1)
-    return (f"the video stream is {clip.bitrate(achieved_bpp) / 1000:.1f} kb/s ({achieved_bpp:.4g} bpp), "
-            f"{error:+.0f} % from the {Target(target_info['kind'], target_info['value'])} asked, kept as coded: "
-            f"{codec}'s rate corrections could not reach the target on this clip")
 
 
 def _intra_settings(codec: str, intra: str | None, quality: int | None,

@@ -7,7 +7,8 @@
 `Clip` is what a plugin needs to turn a target into a configuration before any training: frame size and rate,
 frames, frames per segment, the bytes of the stream no plugin controls (sequence header, access-unit headers) and
 the device the encode runs on.
-`Clip.payload_bytes` is the byte budget of one segment's payload. Nothing here knows a codec.
+`Clip.payload_bytes` is the byte budget of one segment's payload; `rate_miss` words a finished encode that
+missed its bitrate / bpp target by more than RATE_MISS. Nothing here knows a codec.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .errors import ConfigError
 KINDS = ("bitrate", "bpp", "quality")
 QUALITY_RANGE = (0, 51)
 DEFAULT_QUALITY = 28
+RATE_MISS = 0.10  # rate control's promise: a bitrate / bpp target the plan accepts lands within this
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 _RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmg]?)\s*$", re.IGNORECASE)
 
@@ -150,3 +152,14 @@ class Clip:
 def quality_bpp(quality: int, bpp_at_default: float, halving: float = 6.0) -> float:
     """CRF-like map shared by plugins that use it: every `halving` quality steps halve the rate."""
     return bpp_at_default * 2.0 ** ((DEFAULT_QUALITY - quality) / halving)
+
+
+def rate_miss(codec: str, target_info: dict, achieved_bpp: float, clip: Clip) -> str | None:
+    """One line when a bitrate or bpp target (not a quality) missed by more than RATE_MISS, else None: the
+    stream is valid and kept; the user learns how far off it is. `target_info` is the report's "target"."""
+    error = achieved_bpp / target_info["stream_bpp"] - 1
+    if target_info["kind"] not in ("bitrate", "bpp") or abs(error) <= RATE_MISS:
+        return None
+    return (f"the video stream is {clip.bitrate(achieved_bpp) / 1000:.1f} kb/s ({achieved_bpp:.4g} bpp), "
+            f"{100 * error:+.0f} % from the {Target(target_info['kind'], target_info['value'])} asked, kept as "
+            f"coded: {codec}'s rate corrections could not reach the target on this clip")

@@ -123,14 +123,16 @@ def centre_indices(t: torch.Tensor, y: torch.Tensor, x: torch.Tensor, hp: int, w
     return ((t + 1) * hp + y + pad) * wp + x + pad
 
 
-def all_contexts(symbols: torch.Tensor, offsets: Offsets) -> torch.Tensor:
-    """(T·H·W, C) context of every position (raster order), gathered from a zero-padded copy."""
+def all_contexts(symbols: torch.Tensor, offsets: Offsets, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """(T·H·W, C) context of every position (raster order), gathered from a zero-padded copy; only the flat raster
+    indices `positions` (in their order) if given."""
     t, h, w = symbols.shape
     pad = context_pad(offsets)
     vol = padded_volume(symbols, pad).reshape(-1)
     hp, wp = h + 2 * pad, w + 2 * pad
-    tt, yy, xx = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
-    centres = centre_indices(tt.reshape(-1), yy.reshape(-1), xx.reshape(-1), hp, wp, pad).to(symbols.device)
+    flat = torch.arange(t * h * w) if positions is None else positions
+    tt, yy, xx = flat // (h * w), flat // w % h, flat % w
+    centres = centre_indices(tt, yy, xx, hp, wp, pad).to(symbols.device)
     return vol[centres[:, None] + flat_offsets(offsets, hp, wp).to(symbols.device)]
 
 
@@ -254,14 +256,16 @@ class Arm(nn.Module):
 
 
 def coarse_inputs(coarser: torch.Tensor | None, shape: tuple[int, int, int],
-                  coarse: tuple[tuple[int, int], ...]) -> torch.Tensor:
+                  coarse: tuple[tuple[int, int], ...], positions: torch.Tensor | None = None) -> torch.Tensor:
     """(T·H·W, P) coarse ARM inputs of a grid of `shape` (raster order): the next coarser grid's symbols at
-    (t//2, y//2 + dy, x//2 + dx), zero outside it (all zero when `coarser` is None)."""
+    (t//2, y//2 + dy, x//2 + dx), zero outside it (all zero when `coarser` is None); only the flat raster indices
+    `positions` if given."""
     t, h, w = shape
+    flat = torch.arange(t * h * w) if positions is None else positions
     if coarser is None:
-        return torch.zeros(t * h * w, len(coarse), dtype=torch.int64)
+        return torch.zeros(len(flat), len(coarse), dtype=torch.int64)
     vol = F.pad(coarser, (2, 2, 2, 2))
-    tt, yy, xx = torch.meshgrid(torch.arange(t) // 2, torch.arange(h) // 2, torch.arange(w) // 2, indexing="ij")
+    tt, yy, xx = (flat // (h * w)) // 2, (flat // w % h) // 2, (flat % w) // 2
     tt, yy, xx = tt.reshape(-1, 1), yy.reshape(-1, 1) + 2, xx.reshape(-1, 1) + 2
     dy = torch.tensor([o[0] for o in coarse], dtype=torch.int64)
     dx = torch.tensor([o[1] for o in coarse], dtype=torch.int64)

@@ -133,6 +133,8 @@ def _quantize(work: Work) -> Work:
                     for r in c.records]
     for entry, code in zip(work.report["c3"]["patches"], seg.codes):
         entry["weight_steps"] = {n: [e, dz] for n, (e, dz) in code.steps.items()}
+        if code.latent_search is not None:
+            entry["latent_search"] = code.latent_search
     return work
 
 

@@ -231,6 +231,14 @@ class LearnedUpsampling(nn.Module):
             v = F.interpolate(v[None], size=size, mode="trilinear", align_corners=False)[0]
         return v
 
+    def one(self, grid: torch.Tensor, k: int, shapes: list[tuple[int, ...]]) -> torch.Tensor:
+        """Grid k alone through the levels below it: channel k of `forward` (each channel is filtered on its own),
+        (T, H, W)."""
+        x = grid[None]
+        for level in range(k, 0, -1):
+            x = self._up(x, level - 1, tuple(shapes[level - 1]))
+        return x[0]
+
     def forward(self, grids: list[torch.Tensor]) -> torch.Tensor:
         x = grids[-1][None]
         for level in range(len(grids) - 1, 0, -1):
@@ -318,6 +326,13 @@ class PatchModel(nn.Module):
         if self.upsampling is not None:
             return self.upsampling([s * self.cfg.q_step for s in symbols])
         return torch.stack([upsample(s * self.cfg.q_step, self.shape) for s in symbols], dim=-1)
+
+    def grid_feature(self, k: int, symbols: torch.Tensor, shapes: list[tuple[int, ...]]) -> torch.Tensor:
+        """Channel k of `features` from grid k's symbols alone (`shapes`: every grid's), (T, H, W): the upsampling
+        is linear and per channel, so a search that changes one grid re-upsamples only that grid."""
+        if self.upsampling is not None:
+            return self.upsampling.one(symbols * self.cfg.q_step, k, shapes)
+        return upsample(symbols * self.cfg.q_step, self.shape)
 
     def network_parameters(self) -> dict[str, nn.Parameter]:
         """Everything but the latents: what travels as tensor records."""

@@ -57,6 +57,7 @@ class PatchCode:
     estimate_bits: float  # Σ −log2 P under the exact coder parameters (coder's model, no 16-bit cap)
     crc: int  # CRC-32 of `symbols` as little-endian int16
     steps: dict[str, tuple[int, float]]  # per tensor: (exponent k, rounding dead zone)
+    latent_search: dict | None = None  # latent_rdo.refine_latents' summary when the latents were searched
 
 
 def information_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, alphabet: int) -> float:
@@ -153,13 +154,14 @@ def quantized_symbols(model: PatchModel) -> list[torch.Tensor]:
 
 
 def grid_context_matrix(model: PatchModel, k: int, symbols: torch.Tensor,
-                        coarser: torch.Tensor | None = None) -> np.ndarray:
-    """(positions, inputs) int64 ARM inputs of every position of grid k, raster order (`coarser`: grid k + 1);
-    they depend on the symbols only, so a search over the ARM's weights gathers them once."""
+                        coarser: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> np.ndarray:
+    """(positions, inputs) int64 ARM inputs of every position of grid k, raster order (`coarser`: grid k + 1), or
+    of the flat raster indices `positions`; they depend on the symbols only, so a search over the ARM's weights
+    gathers them once."""
     a = model.arm(k)
-    ctx = all_contexts(symbols, a.offsets)
+    ctx = all_contexts(symbols, a.offsets, positions)
     if a.coarse:
-        ctx = torch.cat([ctx, coarse_inputs(coarser, tuple(symbols.shape), a.coarse)], dim=1)
+        ctx = torch.cat([ctx, coarse_inputs(coarser, tuple(symbols.shape), a.coarse, positions)], dim=1)
     return ctx.numpy()
 
 
@@ -222,7 +224,8 @@ def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> P
     2. `c3.refine_exponents`: each tensor's own exponent moves by ±1 while that lowers the cost (coordinate
        descent, up to 3 passes; the exponent is sent per tensor anyway);
     3. `c3.weight_deadzones`: each tensor keeps the dead zone (round-to-nearest shifted towards zero) that costs
-       least, a per-tensor stand-in for RDOQ.
+       least, a per-tensor stand-in for RDOQ;
+    4. `c3.latent_rdo_passes`: the latents' greedy ±1 search under those weights (latent_rdo.py).
     Nothing here changes the format: the decoder reads integers and one exponent per tensor."""
     c3 = preset.c3
     symbols = quantized_symbols(model)
@@ -299,5 +302,10 @@ def quantize_patch(model: PatchModel, target: torch.Tensor, preset: Preset) -> P
         records = _records(model, steps)
     if records is None:
         raise RuntimeError("C3 network weights too large to quantize to 16 bits")
+    search = None
+    if c3.latent_rdo_passes:
+        from .latent_rdo import refine_latents  # (latent_rdo prices with this module's coder functions)
+
+        symbols, search = refine_latents(model, symbols, target, c3.rd_lambda, c3.latent_rdo_passes, records)
     syms, means, scales, bits = latent_code(model, {r.name: r for r in records}, symbols)
-    return PatchCode(records, symbols, syms, means, scales, bits, symbols_crc(syms), steps)
+    return PatchCode(records, symbols, syms, means, scales, bits, symbols_crc(syms), steps, search)

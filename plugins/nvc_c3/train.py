@@ -150,6 +150,15 @@ def _stage2(model: PatchModel, target: torch.Tensor, preset: Preset, desc: str, 
     if at is not None:
         first, (best, since, lr) = at.meta["step"], at.meta["final"]
         best_state = at.tensors("best", target.device)
+    elif frozen and c3.final_rdo_passes:  # the networks then train on the searched integers (latent_rdo.py)
+        from .latent_rdo import refine_latents
+
+        symbols = [_hard(model.unquantized_symbols(k)) for k in range(len(model.latents))]
+        symbols, _ = refine_latents(model, symbols, target, c3.rd_lambda, c3.final_rdo_passes,
+                                    max_bits=c3.rate_cap_bits)
+        with torch.no_grad():
+            for k, (p, s) in enumerate(zip(model.latents, symbols)):
+                p.copy_(s.to(p.device, p.dtype) / model.latent_gains[k])
     for step in tqdm(range(first, c3.stage2_steps + 1), desc=desc, disable=not progress, leave=False,
                      dynamic_ncols=True):
         loss, mse, bits = rd_loss(model, target, c3.rd_lambda, quant, c3.rate_cap_bits)

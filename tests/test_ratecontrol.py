@@ -277,6 +277,12 @@ def test_c3_cool_decoder_has_its_own_lambda_model():
     # its plan's time estimate uses its own (slower) step time: 300 steps over 24 frames of 256x144
     assert rc.plan(cfg, clip)["estimated_s"] == pytest.approx(rc.COOL_SECONDS_PER_PIXEL_STEP * 24 * 256 * 144 * 300,
                                                               rel=0.01)
+    # c3-intra also searches its latents (3 sweeps per frame): the estimate counts them
+    intra = rc.configure("c3-intra", Target("bitrate", 200_000), {"steps": 300}, clip)
+    sweeps = intra.c3.final_rdo_passes + intra.c3.latent_rdo_passes
+    assert sweeps == 3 and cfg.c3.final_rdo_passes + cfg.c3.latent_rdo_passes == 0
+    assert rc.plan(intra, clip)["estimated_s"] == pytest.approx(
+        (rc.COOL_SECONDS_PER_PIXEL_STEP * 300 + rc.SEARCH_SECONDS_PER_PIXEL_SWEEP * sweeps) * 24 * 256 * 144, rel=0.01)
 
 
 def test_c3_corrects_lambda_once_in_the_right_direction():

@@ -72,6 +72,9 @@ SECONDS_PER_PIXEL_STEP = 1.1e-6  # CPU, one thread, c3-fast widths, quiet core (
 # the Cool-Chic-like decoder, same box (session 12): 1.41e-6 (256x144 image, 2,000 steps), 1.44e-6 (128x72x8
 # video, 500 steps), 1.54e-6 (Bunny 256x144x24, 300 steps, one encode with its quantization search)
 COOL_SECONDS_PER_PIXEL_STEP = 1.5e-6
+# one sweep of the latent search (latent_rdo.py), Cool-Chic-like decoder, same box (session 14): ~2.9e-4 on the
+# 256x144 image, ~3.7e-4 on a 128x72x8 patch; a sweep costs about 200 training steps
+SEARCH_SECONDS_PER_PIXEL_SWEEP = 3.0e-4
 
 
 def _split(n: int, size: int) -> list[int]:
@@ -247,7 +250,8 @@ def plan(cfg: Preset, clip: Clip) -> dict:
     steps = total_steps(cfg)
     latents = round(clip.segment_pixels * sum(8.0 ** -k for k in range(m.num_grids)))
     params = sum(math.prod(s) for _, s in network_shapes(m, patch_shape(m, clip)))
-    seconds = pixel_step_seconds(m) * clip.segment_pixels * steps * segments
+    sweeps = cfg.c3.final_rdo_passes + cfg.c3.latent_rdo_passes
+    seconds = (pixel_step_seconds(m) * steps + SEARCH_SECONDS_PER_PIXEL_SWEEP * sweeps) * clip.segment_pixels * segments
     return {"parameters": None,  # per-segment parameters are HiNeRV's; diskcheck sizes C3 by its latents
             "network_parameters": params * patches * segments, "latents": latents * segments,
             "patches": patches * segments,

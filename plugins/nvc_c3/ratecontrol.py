@@ -72,9 +72,10 @@ SECONDS_PER_PIXEL_STEP = 1.1e-6  # CPU, one thread, c3-fast widths, quiet core (
 # the Cool-Chic-like decoder, same box (session 12): 1.41e-6 (256x144 image, 2,000 steps), 1.44e-6 (128x72x8
 # video, 500 steps), 1.54e-6 (Bunny 256x144x24, 300 steps, one encode with its quantization search)
 COOL_SECONDS_PER_PIXEL_STEP = 1.5e-6
-# one sweep of the latent search (latent_rdo.py), Cool-Chic-like decoder, same box (session 14): ~2.9e-4 on the
-# 256x144 image, ~3.7e-4 on a 128x72x8 patch; a sweep costs about 200 training steps
-SEARCH_SECONDS_PER_PIXEL_SWEEP = 3.0e-4
+# one sweep of the latent search (latent_rdo.py), Cool-Chic-like decoder, same box, quiet core (session 14):
+# 1.65e-4 on the 256x144 image (c3-intra's and the image codec's patches), 2.6e-4 on a 128x72x8 video patch;
+# a sweep costs about as much as 110 training steps of the image
+SEARCH_SECONDS_PER_PIXEL_SWEEP = 1.7e-4
 
 
 def _split(n: int, size: int) -> list[int]:

@@ -124,6 +124,27 @@ def test_a_missed_target_keeps_the_stream_and_says_so_in_one_line(capsys, clip64
     assert cli.main(["info", str(out)]) == 0 and "target 0.6 bpp" in capsys.readouterr().out
 
 
+def test_eval_flags_a_missed_target_beside_its_point(clip64, tmp_path):
+    """The same miss in `nvc eval`: the point is kept in the RD table and listed, with the encoder's warning, in
+    results.md and results.json (`rate_misses`)."""
+    import json
+    import subprocess
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip64), "-pix_fmt", "yuv420p", str(root / "c64.y4m")],
+                   check=True)
+    out = tmp_path / "eval"
+    assert cli.main(["eval", "--dataset", "dir", "--root", str(root), "--codecs", "c3:c3-fast", "--bpp", "0.6",
+                     "--set", "steps=4", "--no-plots", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
+    rep = json.loads((out / "results.json").read_text())
+    assert [(m["sequence"], m["point"]) for m in rep["rate_misses"]] == [("c64", "bpp=0.6")]
+    assert rep["rate_misses"][0]["warning"].startswith("the video stream is")
+    assert len(rep["points"]) == 1 and abs(rep["points"][0]["bpp"] / 0.6 - 1) > 0.10
+    md = (out / "results.md").read_text()
+    assert "## Rate targets missed by more than 10 %" in md and rep["rate_misses"][0]["warning"] in md
+
+
 def test_hinerv_achieves_its_bitrate_on_a_tiny_clip(clip64, tmp_path):
     from nvc_pipe.api import encode_file
 

@@ -130,6 +130,8 @@ def build_report(points: list[dict], cfg, sources) -> dict:
                 bd_published.append({"curve": c.label, "published": pc.method, "bd_rate_rgb": rate,
                                      "bd_psnr_rgb": dpsnr})
 
+    misses = [{"sequence": p["sequence"], "curve": p["curve"], "point": f"{p['param']}={p['value']}", "warning": w}
+              for p in points for w in (p.get("codec_report") or {}).get("warnings", [])]
     return {
         "tool": "nvc eval",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -147,6 +149,7 @@ def build_report(points: list[dict], cfg, sources) -> dict:
                     "points": [{"param": p.param, "value": p.value, "setting": p.setting} for p in c.points]}
                    for c in cfg.codecs],
         "points": points,
+        "rate_misses": misses,  # points whose stream missed its rate target by > 10 % (kept as coded)
         "average": average,
         "bd": {"anchor": anchor, "method": cfg.bd_method, "metric": "psnr_rgb (and psnr_yuv611)",
                "convention": "negative BD-rate = fewer bits than the anchor", "rows": bd_rows},
@@ -243,6 +246,10 @@ def to_markdown(rep: dict) -> str:
               "|---|---|---|---|"]
         for r in rep["bd_vs_published"]:
             L.append(f"| {r['curve']} | {r['published']} | {_pct(r['bd_rate_rgb'])} | {_db(r['bd_psnr_rgb'])} |")
+    if rep.get("rate_misses"):
+        L += ["", "## Rate targets missed by more than 10 % (the streams were kept as coded)", "",
+              "| sequence | codec | point | encoder's warning |", "|---|---|---|---|"]
+        L += [f"| {m['sequence']} | {m['curve']} | {m['point']} | {m['warning']} |" for m in rep["rate_misses"]]
     L += ["", "## Per sequence", "",
           "| sequence | codec | point | bytes | bpp | PSNR RGB | PSNR Y | PSNR YUV 6:1:1 | MS-SSIM | enc s | dec s |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]

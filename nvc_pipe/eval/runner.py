@@ -287,7 +287,7 @@ def _run_plugin_point(src: Source, curve: Curve, pt: PointSpec, cfg: EvalConfig,
     nbytes = int(report.get("stream_bytes") or stream.stat().st_size)
     q = measure(src, api.decode_frames(str(stream), device=cfg.device), "rgb", cfg.ms_ssim)
     keep = {k: report[k] for k in ("bpp", "stream_bytes", "psnr_rgb", "ms_ssim", "time_s", "target",
-                                   "bitrate_bps") if k in report}
+                                   "bitrate_bps", "warnings") if k in report}
     keep["stage_psnr_db"] = _stage_psnr(report)
     cmd = (f"nvc_pipe.api.encode_file({str(inp)!r}, {str(stream)!r}, codec={curve.codec!r}, "
            f"preset={pt.setting!r}, overrides={overrides!r}, device={cfg.device!r}"

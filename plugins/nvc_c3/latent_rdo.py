@@ -29,19 +29,10 @@ import torch
 
 from .arm import SYMBOL_MAX, scale_from_raw
 from .model import PatchModel, grid_shapes
-from .netquant import (CODER_FLOOR, grid_coder_params, grid_context_matrix, int_arm, load_network)
+from .netquant import grid_coder_params, grid_context_matrix, int_arm, load_network, position_bits
 from .quantizer import laplace_bits
 
 Box = tuple[tuple[int, int], ...]  # per axis (t, y, x): (lo, hi) offsets, inclusive
-
-
-def position_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, alphabet: int) -> np.ndarray:
-    """−log2 P of each symbol under the coder's model (Laplace mass with the leaky floor; netquant.information_bits
-    is their sum)."""
-    bits = laplace_bits(torch.from_numpy(symbols.astype(np.float64)), torch.from_numpy(means),
-                        torch.from_numpy(scales), max_bits=200.0)
-    p = torch.exp2(-bits) * (1 - alphabet * CODER_FLOOR) + CODER_FLOOR
-    return (-torch.log2(p)).numpy()
 
 
 def _support_probe(probe: PatchModel) -> PatchModel:

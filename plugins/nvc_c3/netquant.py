@@ -60,12 +60,21 @@ class PatchCode:
     latent_search: dict | None = None  # latent_rdo.refine_latents' summary when the latents were searched
 
 
-def information_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, alphabet: int) -> float:
-    """Σ −log2 P under the coder's model: Laplace mass, leaky floor 2^−24 per bin over `alphabet` bins."""
+def _symbol_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, alphabet: int) -> torch.Tensor:
     bits = laplace_bits(torch.from_numpy(symbols.astype(np.float64)), torch.from_numpy(means),
                         torch.from_numpy(scales), max_bits=200.0)
     p = torch.exp2(-bits) * (1 - alphabet * CODER_FLOOR) + CODER_FLOOR
-    return float(-torch.log2(p).sum())
+    return -torch.log2(p)
+
+
+def position_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, alphabet: int) -> np.ndarray:
+    """−log2 P of each symbol under the coder's model (`information_bits` is their sum)."""
+    return _symbol_bits(symbols, means, scales, alphabet).numpy()
+
+
+def information_bits(symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, alphabet: int) -> float:
+    """Σ −log2 P under the coder's model: Laplace mass, leaky floor 2^−24 per bin over `alphabet` bins."""
+    return float(_symbol_bits(symbols, means, scales, alphabet).sum())
 
 
 def scale_value(code: int) -> float:

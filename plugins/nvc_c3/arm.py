@@ -9,9 +9,9 @@ symbol units, zero outside the grid and before its first frame:
   offset (grids 0–2 only), then the causal 7×7 window of the current frame (24 values).
 
 Float ARM (training): Linear(C → w1) · gelu_poly · … · Linear(→ 2) giving (μ, raw); scale = exp(−½·clip(raw + 8,
-−2 ln 150, −2 ln 1e-3)) (C3's shifted, clipped log-scale). The first layer runs as masked 3-D convolutions over the
-grid (vectorised over every position); `Arm.forward_contexts` runs the same MLP on gathered contexts and the tests
-check both agree.
+−2 ln 150, −2 ln 1e-3)) (C3's shifted, clipped log-scale). Over a whole grid the first layer is one GEMM on the gathered
+shifted windows (masked convolutions for contexts of more than `GATHER_MAX_INPUTS` offsets), every layer channels
+first; `Arm.forward_contexts` runs the same MLP on gathered contexts and the tests check both agree.
 
 Integer ARM (coding, encoder and decoder): numpy int64 on the CPU whatever device trains or renders, and identical
 on every machine because it is integer arithmetic with no overflow (products < 2^48).
@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .shifts import shifted_windows
+
 ACT_FRAC = 8
 ACT_MAX = 1 << 23
 SYMBOL_MAX = 255
@@ -52,6 +54,11 @@ RAW_MIN_Q8, RAW_MAX_Q8 = -2565, 3537  # round(256·(−2 ln 150)), round(256·(�
 ERF_A_Q16, ERF_B_Q8, INV_SQRT2_Q16 = -18927, 453, 46341
 LEARNED_WINDOW = 4
 LEARNED_GRIDS = 3  # grids with a previous-frame window in the learned variant
+# the first ARM layer is a GEMM over gathered windows up to this many inputs and this many gathered values (beyond:
+# masked convolutions; measured on CPU, docs/perf.md: 2.0× faster for c3-fast-cool's 33 inputs, 1.3× for the
+# full context's 121)
+GATHER_MAX_INPUTS = 128
+GATHER_MAX_ELEMENTS = 1 << 26
 
 Offsets = tuple[tuple[int, int, int], ...]
 
@@ -183,47 +190,68 @@ class Arm(nn.Module):
                 self.linear.weight.normal_(0.0, 0.25 * n_in ** -0.5)
                 self.linear.bias.zero_()
 
-    def _tail(self, h: torch.Tensor, lin: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _first(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layer's (weight, bias) with the linear branch's stacked under it: (w1 [+ 2], C), (w1 [+ 2],)."""
+        weight, bias = self.layers[0].weight, self.layers[0].bias
+        if self.linear is not None:
+            weight, bias = torch.cat([weight, self.linear.weight]), torch.cat([bias, self.linear.bias])
+        return weight, bias
+
+    def _tail(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First-layer outputs, channels first, (w1 [+ 2], N) → μ (N,), raw (N,). Channels first, every layer is
+        one (out, in) × (in, N) GEMM (on CPU several times faster for these widths than N-row activations)."""
+        lin = h[self.layers[0].out_features :] if self.linear is not None else None
+        h = h[: self.layers[0].out_features]
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers[1:], 1):
-            v = layer(self.act(h))
+            v = torch.addmm(layer.bias[:, None], layer.weight, self.act(h))
             h = h + v if self.residual and i < last and layer.in_features == layer.out_features else v
         if lin is not None:
             h = h + lin
-        return h[..., 0], h[..., 1]
+        return h[0], h[1]
 
     def forward_contexts(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C) contexts (the coarse inputs last, `coarse_inputs`) → μ (N,), raw (N,)."""
-        return self._tail(self.layers[0](ctx), self.linear(ctx) if self.linear is not None else None)
+        weight, bias = self._first()
+        return self._tail(torch.addmm(bias[:, None], weight, ctx.t()))
 
     def forward_grid(self, symbols: torch.Tensor, coarser: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, H, W) symbols → μ, raw of every position; the first layer (and the linear branch, stacked on it)
-        as masked convolutions.
+        """(T, H, W) symbols → μ, raw of every position (T, H, W). `coarser`: the next coarser grid's symbols
+        (None: the coarse inputs read zeros).
 
-        One convolution over the offsets' bounding box, or one per latent-frame offset when that box would be
-        mostly empty (a learned window far from the current-frame window). `coarser`: the next coarser grid's
-        symbols (None: the coarse inputs read zeros), through a 5×5 convolution per coarser latent frame whose
-        output is repeated ×2 on every axis (the co-located position is (t//2, y//2, x//2)).
+        The first layer (and the linear branch, stacked on it) runs over every position at once: up to
+        `GATHER_MAX_INPUTS` offsets as one GEMM over the gathered shifted windows (shifts.py), larger contexts as
+        masked convolutions (one over the offsets' bounding box, or one per latent-frame offset when that box
+        would be mostly empty). The coarse inputs run at the coarser grid's resolution and are repeated ×2 on every
+        axis (the co-located position is (t//2, y//2, x//2)).
         """
         t, h, w = symbols.shape
         pad = context_pad(self.offsets)
+        weight, bias = self._first()
+        n_cur = len(self.offsets)
+        if n_cur <= GATHER_MAX_INPUTS and n_cur * t * h * w <= GATHER_MAX_ELEMENTS:
+            x = F.pad(symbols, (pad, pad, pad, pad, 1, 0))  # zero frame first
+            starts = [(1 + dt, pad + dy, pad + dx) for dt, dy, dx in self.offsets]
+            ctx = shifted_windows(x, starts, (t, h, w)).reshape(n_cur, -1)
+            out = torch.addmm(bias[:, None], weight[:, :n_cur], ctx)
+        else:
+            out = self._masked_convs(symbols, weight, pad).reshape(weight.shape[0], -1) + bias[:, None]
+        if self.coarse and coarser is not None:
+            out = out + self._coarse(coarser, weight[:, n_cur:], (t, h, w))
+        mu, raw = self._tail(out)
+        return mu.view(t, h, w), raw.view(t, h, w)
+
+    def _masked_convs(self, symbols: torch.Tensor, weight: torch.Tensor, pad: int) -> torch.Tensor:
+        t, h, w = symbols.shape
         x = F.pad(symbols, (pad, pad, pad, pad, 1, 0))[None, None]  # zero frame first
         groups = [list(range(len(self.offsets)))]
         if _box_volume([self.offsets[i] for i in groups[0]]) > 4 * len(self.offsets):
             groups = [[i for i, o in enumerate(self.offsets) if o[0] == dt] for dt in (-1, 0)]
-        weight, bias = self.layers[0].weight, self.layers[0].bias
-        if self.linear is not None:
-            weight, bias = torch.cat([weight, self.linear.weight]), torch.cat([bias, self.linear.bias])
-        out = bias.view(-1, 1, 1, 1)
+        out = 0
         for cols in filter(None, groups):
             out = out + self._masked_conv(x, weight, cols, t, h, w, pad)
-        if self.coarse and coarser is not None:
-            out = out + self._coarse_conv(coarser, weight[:, len(self.offsets):], (t, h, w))
-        out = out.permute(1, 2, 3, 0)
-        if self.linear is None:
-            return self._tail(out, None)
-        return self._tail(out[..., :-2], out[..., -2:])
+        return out
 
     def _masked_conv(self, x: torch.Tensor, weight: torch.Tensor, cols: list[int], t: int, h: int, w: int,
                      pad: int) -> torch.Tensor:
@@ -245,14 +273,15 @@ class Arm(nn.Module):
         return y[:, 1 + t0 : 1 + t0 + t, y0 + pad : y0 + pad + h, x0 + pad : x0 + pad + w]
 
 
-    def _coarse_conv(self, coarser: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-        """Σ over the coarse offsets of weight · coarser symbol at (t//2, y//2 + dy, x//2 + dx): (w1, T, H, W)."""
-        taps = [(dy + 2) * 5 + dx + 2 for dy, dx in self.coarse]
-        kernel = weight.new_zeros(weight.shape[0], 25)
-        kernel[:, taps] = weight
-        y = F.conv2d(coarser[:, None], kernel.view(-1, 1, 5, 5), padding=2)  # (Tc, w1, Hc, Wc)
-        ti, yi, xi = (torch.arange(n, device=coarser.device) // 2 for n in shape)
-        return y[ti][:, :, yi][..., xi].transpose(0, 1)
+    def _coarse(self, coarser: torch.Tensor, weight: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """Σ over the coarse offsets of weight · coarser symbol at (t//2, y//2 + dy, x//2 + dx): (w1 [+ 2], T·H·W).
+        On the coarser grid repeated ×2 (r[i] = c[i // 2]) that symbol is r[t, y + 2·dy, x + 2·dx]: a shifted
+        window again."""
+        tc, hc, wc = coarser.shape
+        rep = coarser[:, None, :, None, :, None].expand(tc, 2, hc, 2, wc, 2).reshape(2 * tc, 2 * hc, 2 * wc)
+        x = F.pad(rep, (4, 4, 4, 4))
+        ctx = shifted_windows(x, [(0, 4 + 2 * dy, 4 + 2 * dx) for dy, dx in self.coarse], shape)
+        return weight @ ctx.reshape(len(self.coarse), -1)
 
 
 def coarse_inputs(coarser: torch.Tensor | None, shape: tuple[int, int, int],

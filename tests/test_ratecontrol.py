@@ -279,31 +279,52 @@ def test_c3_network_shrinks_with_the_patch_budget():
 
 
 def test_c3_cool_decoder_has_its_own_lambda_model():
-    """c3-fast-cool's latents fall more slowly with λ (β 0.47, fitted on the Bunny curve) than c3-fast's (0.65):
-    its first λ is its own model inverted, and its first correction follows its own slope."""
+    """c3-fast-cool's latents fall more slowly with λ (β 0.47 at 300 steps, fitted on the Bunny curve) than
+    c3-fast's (0.65), and longer training codes fewer bits at a λ (the 900-step fit): its first λ is its own model
+    at the encode's steps inverted, and its first correction follows that model's slope."""
     from nvc_c3 import ratecontrol as rc
-    from nvc_c3.presets import PRESETS
+    from nvc_c3.presets import PRESETS, total_steps
 
-    assert rc.lambda_model(PRESETS["c3-fast-cool"].model) == (rc.COOL_LATENT_BPP_AT_1E3, rc.COOL_BETA)
-    assert rc.lambda_model(PRESETS["c3-intra"].model)[1] == rc.COOL_BETA
-    assert rc.lambda_model(PRESETS["c3-fast"].model) == (rc.LATENT_BPP_AT_1E3, rc.BETA)
+    cool = PRESETS["c3-fast-cool"].model
+    (s0, *fit0), (s1, *fit1) = rc.COOL_FITS
+    assert rc.lambda_model(cool, s0) == pytest.approx(fit0) and rc.lambda_model(cool, s1) == pytest.approx(fit1)
+    assert rc.lambda_model(cool, 100) == rc.lambda_model(cool, s0) == rc.lambda_model(cool, None)
+    assert rc.lambda_model(cool, 5000) == rc.lambda_model(cool, s1)  # outside the fits the nearest holds
+    mid = rc.lambda_model(cool, round((s0 * s1) ** 0.5))  # halfway in log steps: halfway in β and log b_ref
+    assert mid[1] == pytest.approx((fit0[1] + fit1[1]) / 2, abs=1e-3)
+    assert mid[0] == pytest.approx((fit0[0] * fit1[0]) ** 0.5, rel=1e-3)
+    assert rc.lambda_model(PRESETS["c3-intra"].model, s0)[1] == fit0[1]
+    assert rc.lambda_model(PRESETS["c3-fast"].model, s1) == (rc.LATENT_BPP_AT_1E3, rc.BETA)
     clip = _clip(256, 144, 24, fps=25)
+    lams = {}
+    for steps in (300, 900):
+        cfg = rc.configure("c3-fast-cool", Target("bitrate", 200_000), {"steps": steps}, clip)
+        assert total_steps(cfg) == steps
+        payload = clip.payload_bytes(cfg.aim_bpp)
+        latent = payload - rc.patch_count(cfg.model, clip) * rc.net_bytes(cfg.model, clip)
+        b_ref, beta = rc.lambda_model(cfg.model, steps)
+        b = b_ref * (clip.segment_pixels / rc.REFERENCE_PIXELS) ** -rc.SIZE_EXPONENT
+        assert 8 * latent / clip.segment_pixels == pytest.approx(b * (cfg.c3.rd_lambda / 1e-3) ** -beta)
+        _, info = rc.correct(cfg, payload, round(1.3 * payload), clip)
+        assert info["slope"] == pytest.approx(beta)
+        lams[steps] = cfg.c3.rd_lambda
+    assert lams[900] < 0.5 * lams[300]  # the 900-step encodes of that curve coded 35-60 % less at a λ
+    # --time-limit cuts the steps before the λ is chosen, so the λ is the one for the steps that will run
+    limited = rc.configure("c3-fast-cool", Target("bitrate", 200_000), {"steps": 900, "time_limit": 200}, clip)
+    assert total_steps(limited) < 900
+    assert limited.c3.rd_lambda == pytest.approx(rc.predicted_lambda(
+        clip.payload_bytes(limited.aim_bpp), limited.model, clip, total_steps(limited)))
     cfg = rc.configure("c3-fast-cool", Target("bitrate", 200_000), {"steps": 300}, clip)
-    payload = clip.payload_bytes(cfg.aim_bpp)
-    latent = payload - rc.patch_count(cfg.model, clip) * rc.net_bytes(cfg.model, clip)
-    b = rc.COOL_LATENT_BPP_AT_1E3 * (clip.segment_pixels / rc.REFERENCE_PIXELS) ** -rc.SIZE_EXPONENT
-    assert 8 * latent / clip.segment_pixels == pytest.approx(b * (cfg.c3.rd_lambda / 1e-3) ** -rc.COOL_BETA)
-    _, info = rc.correct(cfg, payload, round(1.3 * payload), clip)
-    assert info["slope"] == rc.COOL_BETA
     # its plan's time estimate uses its own (slower) step time: 300 steps over 24 frames of 256x144
-    assert rc.plan(cfg, clip)["estimated_s"] == pytest.approx(rc.COOL_SECONDS_PER_PIXEL_STEP * 24 * 256 * 144 * 300,
-                                                              rel=0.01)
+    assert rc.plan(cfg, clip)["estimated_s"] == pytest.approx(
+        (rc.COOL_SECONDS_PER_PIXEL_STEP * 300 + rc.QUANTIZE_SECONDS_PER_PIXEL) * 24 * 256 * 144, rel=0.01)
     # c3-intra also searches its latents (3 sweeps per frame): the estimate counts them
     intra = rc.configure("c3-intra", Target("bitrate", 200_000), {"steps": 300}, clip)
     sweeps = intra.c3.final_rdo_passes + intra.c3.latent_rdo_passes
     assert sweeps == 3 and cfg.c3.final_rdo_passes + cfg.c3.latent_rdo_passes == 0
     assert rc.plan(intra, clip)["estimated_s"] == pytest.approx(
-        (rc.COOL_SECONDS_PER_PIXEL_STEP * 300 + rc.SEARCH_SECONDS_PER_PIXEL_SWEEP * sweeps) * 24 * 256 * 144, rel=0.01)
+        (rc.COOL_SECONDS_PER_PIXEL_STEP * 300 + rc.QUANTIZE_SECONDS_PER_PIXEL
+         + rc.SEARCH_SECONDS_PER_PIXEL_SWEEP * sweeps) * 24 * 256 * 144, rel=0.01)
 
 
 def test_c3_corrects_lambda_once_in_the_right_direction():

@@ -6,7 +6,8 @@
                   at most NET_SHARE of a patch's payload: tiny clips and low rates get smaller decoders
     λ model       payload ≈ patches · net_bytes + pixels · b · (λ / 1e-3)^−β / 8, with the latent bpp at 1e-3
                   b = b_ref · (pixels / REFERENCE_PIXELS)^−SIZE_EXPONENT (small clips cost more); (b_ref, β) per
-                  decoder family (`lambda_model`: C3's own, or the Cool-Chic-like decoder of c3-fast-cool)
+                  decoder family (`lambda_model`: C3's own, or the Cool-Chic-like decoder of c3-fast-cool, whose
+                  pair also depends on the steps per patch)
     correct       if the first segment's real payload misses its budget by more than TOLERANCE, λ moves along
                   the model's slope and the segment is encoded again; if that misses too, once more along the
                   slope the two encodes measured (short trial runs code far less than full runs at the same
@@ -51,10 +52,12 @@ LATENT_BPP_AT_1E3 = 0.32  # … for a segment of REFERENCE_PIXELS
 REFERENCE_PIXELS = 600_000
 SIZE_EXPONENT = 0.22
 BETA = 0.65
-# the Cool-Chic-like decoder (COOL_MODEL: shared residual ARM with coarse context, learned upsampling), fitted on
-# the six encodes of the Bunny 256x144x24 curve at 300 steps (docs/ratecontrol.md, session 12)
-COOL_LATENT_BPP_AT_1E3 = 0.353
-COOL_BETA = 0.47
+# the Cool-Chic-like decoder (COOL_MODEL: shared residual ARM with coarse context, learned upsampling): (steps per
+# patch, latent bpp at λ 1e-3, β), each fitted on the encodes of the Bunny 256x144x24 curve at that step count
+# (docs/ratecontrol.md: six at 300 steps, session 12; eight at 900, session 16). Longer training codes fewer bits at
+# a given λ and its latents fall faster with λ; between the fits both move linearly in log steps, outside them the
+# nearest fit holds.
+COOL_FITS = ((300, 0.353, 0.47), (900, 0.251, 0.598))
 LAMBDA_RANGE = (1e-6, 1.0)
 MAX_LATENT_BPP = 1.6  # latents saturate (64x64x8, 1,410 steps: 1.7 bpp of latents at λ 8.8e-6, 300k asked → -16 %)
 TOLERANCE = 0.07  # an encode this close to its budget is kept
@@ -68,10 +71,15 @@ SMALL_CLIP_MAX = 2.8  # at most 2.8x (0.28 bpp): the default stays under 0.3 bpp
 # clip-aware steps per patch: more for small patches (cheap), fewer for large ones
 STEPS_AT_1M = 600
 STEP_RANGE = (300, 2000)
-SECONDS_PER_PIXEL_STEP = 1.1e-6  # CPU, one thread, c3-fast widths, quiet core (docs/ratecontrol.md)
-# the Cool-Chic-like decoder, same box (session 12): 1.41e-6 (256x144 image, 2,000 steps), 1.44e-6 (128x72x8
-# video, 500 steps), 1.54e-6 (Bunny 256x144x24, 300 steps, one encode with its quantization search)
-COOL_SECONDS_PER_PIXEL_STEP = 1.5e-6
+# CPU seconds per pixel and optimisation step, one thread, the other core busy with another encode (training
+# only; the weight quantization search is QUANTIZE_SECONDS_PER_PIXEL below). C3's own decoders: 1.1e-6 measured
+# end to end in session 10, / 1.19 for the session-16 step speedup (benchmarks/c3_step.py; not re-measured end to
+# end). The Cool-Chic-like decoder (session 16, Bunny 256x144x24): training 0.99e-6 at 300 steps, ~0.81e-6 at 900
+SECONDS_PER_PIXEL_STEP = 0.92e-6
+COOL_SECONDS_PER_PIXEL_STEP = 0.9e-6
+# the weight quantization search (netquant.quantize_patch), once per encode: 73 s for the three 8x144x256 patches
+# of that clip (c3-fast-cool; 41 s for one c3-fast 24x144x176 patch in session 12, 6.7e-5)
+QUANTIZE_SECONDS_PER_PIXEL = 8.2e-5
 # one sweep of the latent search (latent_rdo.py), Cool-Chic-like decoder, same box, quiet core (session 14):
 # 1.65e-4 on the 256x144 image (c3-intra's and the image codec's patches), 2.6e-4 on a 128x72x8 video patch;
 # a sweep costs about as much as 110 training steps of the image
@@ -138,9 +146,14 @@ def is_cool(model) -> bool:
     return model.arm_residual and model.coarse_context > 0
 
 
-def lambda_model(model) -> tuple[float, float]:
-    """(latent bpp at λ 1e-3 for a REFERENCE_PIXELS segment, slope β) of this decoder's family."""
-    return (COOL_LATENT_BPP_AT_1E3, COOL_BETA) if is_cool(model) else (LATENT_BPP_AT_1E3, BETA)
+def lambda_model(model, steps: int | None = None) -> tuple[float, float]:
+    """(latent bpp at λ 1e-3 for a REFERENCE_PIXELS segment, slope β) of this decoder's family; the Cool-Chic-like
+    one's depends on the optimisation steps per patch (None: its first fit's)."""
+    if not is_cool(model):
+        return LATENT_BPP_AT_1E3, BETA
+    (s0, b0, beta0), (s1, b1, beta1) = COOL_FITS[0], COOL_FITS[-1]
+    f = 0.0 if steps is None else min(1.0, max(0.0, math.log(steps / s0) / math.log(s1 / s0)))
+    return b0 * (b1 / b0) ** f, beta0 + (beta1 - beta0) * f
 
 
 def pixel_step_seconds(model) -> float:
@@ -148,13 +161,14 @@ def pixel_step_seconds(model) -> float:
     return COOL_SECONDS_PER_PIXEL_STEP if is_cool(model) else SECONDS_PER_PIXEL_STEP
 
 
-def predicted_lambda(payload_bytes: float, model, clip: Clip) -> float | None:
-    """λ for a segment payload of `payload_bytes`; None when the networks alone are over it."""
+def predicted_lambda(payload_bytes: float, model, clip: Clip, steps: int | None = None) -> float | None:
+    """λ for a segment payload of `payload_bytes` after `steps` optimisation steps per patch; None when the
+    networks alone are over it."""
     latent_bits = 8 * (payload_bytes - patch_count(model, clip) * net_bytes(model, clip))
     if latent_bits <= 0:
         return None
     bpp = latent_bits / clip.segment_pixels
-    b_ref, beta = lambda_model(model)
+    b_ref, beta = lambda_model(model, steps)
     at_1e3 = b_ref * (clip.segment_pixels / REFERENCE_PIXELS) ** -SIZE_EXPONENT
     return 1e-3 * (at_1e3 / bpp) ** (1 / beta)
 
@@ -199,6 +213,15 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
         cfg = replace(cfg, train=replace(cfg.train, seed=int(ov["seed"])))
     if "lambda" in ov:
         cfg = with_lambda(cfg, float(ov["lambda"]))
+    if ov.get("time_limit"):  # before sizing: the λ model depends on the steps
+        per_step = seconds_per_step(cfg, clip)
+        segments = max(1, math.ceil(clip.frames / clip.segment_frames))
+        fit = int((float(ov["time_limit"]) / segments - QUANTIZE_SECONDS_PER_PIXEL * clip.segment_pixels) / per_step)
+        if fit < MIN_STEPS:
+            raise ConfigError(f"--time-limit {ov['time_limit']:g}s leaves fewer than {MIN_STEPS} steps "
+                              f"per patch ({per_step:.2f} s a step on this device)")
+        if fit < total_steps(cfg):
+            cfg = with_steps(cfg, fit)
     bpp = None
     if sized:
         target = target or Target("quality", DEFAULT_QUALITY)
@@ -213,7 +236,7 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
         if default:
             bpp = max(bpp, least)
         payload = clip.payload_bytes(bpp)
-        lam = predicted_lambda(payload, cfg.model, clip)
+        lam = predicted_lambda(payload, cfg.model, clip, total_steps(cfg))
         if bpp < least or lam is None or lam > LAMBDA_RANGE[1]:
             raise ConfigError(f"the target is below c3's smallest stream for {clip.width}x{clip.height}x"
                               f"{clip.segment_frames}: its {patches} patch network(s) and headers need about "
@@ -223,15 +246,6 @@ def configure(preset: str | None, target: Target | None, overrides: dict, clip: 
             raise ConfigError(f"the target ({bpp:.3g} bpp) is above what c3 codes for this clip (ask for a lower "
                               "rate)")
         cfg = with_lambda(cfg, lam)
-    if ov.get("time_limit"):
-        per_step = seconds_per_step(cfg, clip)
-        segments = max(1, math.ceil(clip.frames / clip.segment_frames))
-        fit = int(float(ov["time_limit"]) / segments / per_step)
-        if fit < MIN_STEPS:
-            raise ConfigError(f"--time-limit {ov['time_limit']:g}s leaves fewer than {MIN_STEPS} steps "
-                              f"per patch ({per_step:.2f} s a step on this device)")
-        if fit < total_steps(cfg):
-            cfg = with_steps(cfg, fit)
     return replace(cfg, aim_bpp=bpp)
 
 
@@ -252,7 +266,8 @@ def plan(cfg: Preset, clip: Clip) -> dict:
     latents = round(clip.segment_pixels * sum(8.0 ** -k for k in range(m.num_grids)))
     params = sum(math.prod(s) for _, s in network_shapes(m, patch_shape(m, clip)))
     sweeps = cfg.c3.final_rdo_passes + cfg.c3.latent_rdo_passes
-    seconds = (pixel_step_seconds(m) * steps + SEARCH_SECONDS_PER_PIXEL_SWEEP * sweeps) * clip.segment_pixels * segments
+    seconds = (pixel_step_seconds(m) * steps + QUANTIZE_SECONDS_PER_PIXEL + SEARCH_SECONDS_PER_PIXEL_SWEEP * sweeps) \
+        * clip.segment_pixels * segments
     return {"parameters": None,  # per-segment parameters are HiNeRV's; diskcheck sizes C3 by its latents
             "network_parameters": params * patches * segments, "latents": latents * segments,
             "patches": patches * segments,
@@ -281,7 +296,7 @@ def correct(cfg: Preset, budget_bytes: int, coded_bytes: int, clip: Clip) -> tup
 
     tried = (*cfg.tried, (cfg.c3.rd_lambda, coded_bytes))
     lam = cfg.c3.rd_lambda
-    slope = lambda_model(cfg.model)[1]
+    slope = lambda_model(cfg.model, total_steps(cfg))[1]
     if len(tried) >= 2:
         (lam_a, bytes_a), (lam_b, bytes_b) = tried[-2:]
         if lam_a != lam_b and bytes_a != bytes_b:

@@ -6,6 +6,7 @@ JSON file as they finish (a rerun skips finished rows); `--table` prints the mar
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ratecontrol.py --out out/ratecontrol.json \\
         --run c64=out/clips/c64x64x8.mp4:hinerv:150k,500k,1.5M --steps 300
+        # CODEC/PRESET picks a preset: --run c176=out/clips/c176x144x24.mp4:c3/c3-fast-cool:150k --steps 900
     .venv/bin/python benchmarks/ratecontrol.py --out out/ratecontrol.json --table
 """
 
@@ -34,9 +35,12 @@ def _save(path: Path, rows: list[dict]) -> None:
 
 
 def run_one(clip: str, path: str, codec: str, rate: str, steps: int | None, work: Path) -> dict:
-    out = work / f"{clip}-{codec}-{rate}.mkv"
+    out = work / f"{clip}-{codec.replace('/', '-')}-{rate}.mkv"
     option = [] if rate == "default" else ["-crf", rate[1:]] if rate.startswith("q") else ["-b:v", rate]
-    cmd = NVC + ["encode", path, "-o", str(out), "-y", "-c", codec, *option, "--json"]
+    name, _, preset = codec.partition("/")  # CODEC or CODEC/PRESET
+    cmd = NVC + ["encode", path, "-o", str(out), "-y", "-c", name, *option, "--json"]
+    if preset:
+        cmd += ["-p", preset]
     if steps:
         cmd += ["--steps", str(steps)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -98,7 +102,7 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--run", action="append", default=[], metavar="NAME=PATH:CODEC:RATE,RATE,...",
+    ap.add_argument("--run", action="append", default=[], metavar="NAME=PATH:CODEC[/PRESET]:RATE,RATE,...",
                     help="RATE: a bitrate (500k), qN for -crf N, or 'default' for no rate option")
     ap.add_argument("--steps", type=int, help="--steps for every encode (default: from the clip)")
     ap.add_argument("--table", action="store_true")

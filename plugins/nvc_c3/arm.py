@@ -231,7 +231,7 @@ class Arm(nn.Module):
         weight, bias = self._first()
         n_cur = len(self.offsets)
         if n_cur <= GATHER_MAX_INPUTS and n_cur * t * h * w <= GATHER_MAX_ELEMENTS:
-            x = F.pad(symbols, (pad, pad, pad, pad, 1, 0))  # zero frame first
+            x = padded_volume(symbols, pad)
             starts = [(1 + dt, pad + dy, pad + dx) for dt, dy, dx in self.offsets]
             ctx = shifted_windows(x, starts, (t, h, w)).reshape(n_cur, -1)
             out = torch.addmm(bias[:, None], weight[:, :n_cur], ctx)
@@ -244,7 +244,7 @@ class Arm(nn.Module):
 
     def _masked_convs(self, symbols: torch.Tensor, weight: torch.Tensor, pad: int) -> torch.Tensor:
         t, h, w = symbols.shape
-        x = F.pad(symbols, (pad, pad, pad, pad, 1, 0))[None, None]  # zero frame first
+        x = padded_volume(symbols, pad)[None, None]
         groups = [list(range(len(self.offsets)))]
         if _box_volume([self.offsets[i] for i in groups[0]]) > 4 * len(self.offsets):
             groups = [[i for i, o in enumerate(self.offsets) if o[0] == dt] for dt in (-1, 0)]
